@@ -1,0 +1,1 @@
+"""Checkpoints: converting the official release format, and finding files (Hub, local, tiny-random)."""
