@@ -146,12 +146,12 @@ class ReferDinoConfig:
     @classmethod
     def swin_t(cls, **changes) -> "ReferDinoConfig":
         """The released Swin-T variant (`swin_T_224_1k`, e.g. `coco_swint.pth`)."""
-        return cls(backbone=SwinSettings(96, [2, 2, 6, 2], [3, 6, 12, 24], 7), name="swin_t", **changes)
+        return cls(**{"backbone": SwinSettings(96, [2, 2, 6, 2], [3, 6, 12, 24], 7), "name": "swin_t", **changes})
 
     @classmethod
     def swin_b(cls, **changes) -> "ReferDinoConfig":
         """The released Swin-B variant (`swin_B_384_22k`: ryt/mevis/coco checkpoints; a2d uses temporal_layers=1)."""
-        return cls(backbone=SwinSettings(128, [2, 2, 18, 2], [4, 8, 16, 32], 12), name="swin_b", **changes)
+        return cls(**{"backbone": SwinSettings(128, [2, 2, 18, 2], [4, 8, 16, 32], 12), "name": "swin_b", **changes})
 
     @classmethod
     def tiny(cls, **changes) -> "ReferDinoConfig":

@@ -43,6 +43,7 @@ class ReferDinoModel(nn.Module):
     def __init__(self, config: ReferDinoConfig):
         super().__init__()
         self.config = config
+        self.untrained = True  # False once real weights are loaded; the UI labels untrained results
         self.backbone = ReferDinoBackbone(config)
         self.text_encoder = TextEncoder(config)
         self.encoder = ReferDinoEncoder(config)
@@ -51,6 +52,20 @@ class ReferDinoModel(nn.Module):
         self.temporal_decoder = TemporalDecoder(config)
         self.pixel_decoder = PixelDecoder(config)
         self.mask_decoder = MaskDecoder(config)
+
+    @classmethod
+    def from_pretrained(cls, source="tiny-random", filename: str | None = None,
+                        config: ReferDinoConfig | None = None) -> "ReferDinoModel":
+        """See `referdino_demo.checkpoints.loading.from_pretrained`."""
+        from ..checkpoints.loading import from_pretrained
+
+        return from_pretrained(source, filename, config)
+
+    def save_pretrained(self, directory) -> None:
+        """Write `config.json` and `model.safetensors` into `directory`."""
+        from ..checkpoints.loading import save_pretrained
+
+        save_pretrained(self, directory)
 
     @property
     def device(self) -> torch.device:

@@ -3,7 +3,7 @@
 Frame 0 defines the slots. For every later frame, the Hungarian assignment on the cosine cost
 `1 - cos(memory, queries)` permutes the frame's queries (and their boxes) into the slots; then the memory
 moves towards the frame by `tracking_alpha * c`, where c is each query's grounding score, min-max
-normalised over the queries of the frame (no guard for equal scores, as in the official code).
+normalised over the queries of the frame.
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ class QueryTracker:
                 perm = match_to_memory(self.memory, queries)
                 queries = queries[perm]
                 score = text_logits(queries[None], frames.text[t][None], text_mask)[0]
-                confidence = ((score - score.min()) / (score.max() - score.min()))[:, None]
+                spread = score.max() - score.min()
+                # The official code divides by zero when all scores are equal (then crashes in the
+                # assignment on NaN costs); we leave the memory unchanged instead.
+                confidence = ((score - score.min()) / spread if spread > 0 else torch.zeros_like(score))[:, None]
                 self.memory = (1 - self.alpha * confidence) * self.memory + self.alpha * confidence * queries
             hs.append(queries)
             reference.append(frames.reference[t][perm])

@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from referdino_demo.checkpoints.hub import split_hub_name
+from referdino_demo.checkpoints.loading import from_pretrained
+from referdino_demo.errors import CheckpointNotFoundError
+from referdino_demo.model import ReferDinoModel
+
+
+def test_save_and_load_round_trip(tmp_path, tiny_model):
+    tiny_model.save_pretrained(tmp_path / "m")
+    loaded = ReferDinoModel.from_pretrained(tmp_path / "m")
+    assert loaded.config == tiny_model.config and loaded.untrained
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("liangtm/referdino", ("liangtm/referdino", "ryt_mevis_swinb.pth")),
+    ("liangtm/referdino/ryt_swinb.pth", ("liangtm/referdino", "ryt_swinb.pth")),
+    ("a2d_swinb.pth", ("liangtm/referdino", "a2d_swinb.pth")),
+    ("not-a-hub-name.bin", None),
+])
+def test_hub_names(name, expected):
+    assert split_hub_name(name) == expected
+
+
+def test_offline_and_not_cached_says_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    with pytest.raises(CheckpointNotFoundError) as err:
+        from_pretrained("liangtm/referdino", "ryt_swinb.pth")
+    message = str(err.value)
+    assert "https://huggingface.co/liangtm/referdino/resolve/main/ryt_swinb.pth" in message and "--checkpoint" in message
+
+
+def test_unknown_source_is_explained():
+    with pytest.raises(CheckpointNotFoundError, match="tiny-random"):
+        from_pretrained("/no/such/file.pth")
