@@ -24,6 +24,7 @@ deliberately (as an array with a leading frame axis). Animated GIFs are accepted
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import struct
@@ -363,8 +364,10 @@ def _orientation(frame: av.VideoFrame, metadata: dict) -> tuple[int, Callable[[n
     (``fftools``: transpose/hflip/vflip chosen from the display matrix signs)."""
     side = frame.side_data.get(_SideDataType.DISPLAYMATRIX)
     m = struct.unpack("=9i", bytes(side)) if side is not None else None
-    if m is not None:
-        theta = -frame.rotation  # PyAV reports counter-clockwise degrees
+    if m is not None and not (math.hypot(m[1], m[4]) and math.hypot(m[0], m[3])):
+        m = None  # degenerate (all-zero) matrix: ignore it
+    if m is not None:  # clockwise angle, as FFmpeg's av_display_rotation_get (which returns its negative)
+        theta = math.degrees(math.atan2(m[1] / math.hypot(m[1], m[4]), m[0] / math.hypot(m[0], m[3])))
     else:  # legacy tag (clockwise), e.g. MKV 'ROTATE' or files from old muxers
         tag = {k.lower(): v for k, v in metadata.items()}.get("rotate", "0")
         try:
@@ -457,8 +460,10 @@ def _open_file(path, stride, start_s, end_s, max_frames, limits) -> VideoFrames:
         stream = container.streams.video[0]
         _check_pixels(stream.codec_context.width, stream.codec_context.height, max_pixels, source)
         if container.duration and max_duration_s is not None:  # header duration: fail before demuxing
-            whole = container.duration / av.time_base
-            _check_duration(min(end_s or whole, whole) - (start_s or 0.0), max_duration_s, source)
+            whole = container.duration / av.time_base  # all streams, so leave slack; exact check after scan
+            span = min(end_s or whole, whole) - (start_s or 0.0)
+            if span > max_duration_s * 1.01 + 0.1:
+                _check_duration(span, max_duration_s, source)
         scan = _scan(container, path)
         codec = stream.codec_context.name
         rotation, orient = _orientation(scan.first, dict(stream.metadata))

@@ -1,0 +1,38 @@
+"""Video input and output: read any video (file, array, iterator) as RGB frames; write browser-playable MP4.
+
+``read_video`` / ``iter_video`` return frames ``(T, H, W, 3)`` / ``(H, W, 3)`` uint8 RGB in display
+orientation with a ``VideoInfo``; ``write_video`` / ``VideoWriter`` write H.264 yuv420p MP4 with
+``+faststart``; ``probe_video`` reports what a file contains.
+"""
+
+from referdino_demo.io.video_reader import (
+    DEFAULT_MAX_DURATION_S,
+    DEFAULT_MAX_PIXELS,
+    VideoFrames,
+    VideoInfo,
+    iter_video,
+    read_video,
+)
+from referdino_demo.io.video_writer import (
+    DEFAULT_CRF,
+    VideoProbe,
+    VideoWriter,
+    exact_frame_rate,
+    probe_video,
+    write_video,
+)
+
+__all__ = [
+    "DEFAULT_CRF",
+    "DEFAULT_MAX_DURATION_S",
+    "DEFAULT_MAX_PIXELS",
+    "VideoFrames",
+    "VideoInfo",
+    "VideoProbe",
+    "VideoWriter",
+    "exact_frame_rate",
+    "iter_video",
+    "probe_video",
+    "read_video",
+    "write_video",
+]
