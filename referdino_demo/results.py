@@ -179,6 +179,13 @@ class VideoSegmentation:
     untrained: bool = False
     notes: list[str] = field(default_factory=list)  # e.g. "subsampled 900 frames to 300"
     timings: dict[str, float] = field(default_factory=dict)
+    frames: object | None = field(default=None, repr=False)  # re-iterable (index, time_s, frame), e.g. VideoFrames
+
+    def iter_frames(self) -> Iterator[np.ndarray]:
+        """The processed frames (H, W, 3) uint8 RGB again, in order (decoded afresh for files)."""
+        if self.frames is None:
+            raise ReferDinoError("this segmentation keeps no frames; pass the frames to the renderer yourself")
+        return (frame for _, _, frame in self.frames)
 
     def __getitem__(self, key: str | int) -> ExpressionResult:
         if isinstance(key, int):

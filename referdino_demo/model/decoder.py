@@ -90,8 +90,11 @@ class ReferDinoDecoder(nn.Module):
         return self.ref_point_head(box_sine_embedding(boxes, self.d_model))
 
     def forward(self, queries: torch.Tensor, boxes: torch.Tensor, token_ids: torch.Tensor, encoder: EncoderOutput,
-                text_mask: torch.Tensor, trace: Trace | None = None) -> FrameQueries:
-        """queries (T, N, d), boxes (T, N, 4) sigmoid, token_ids (T, N) -> the pruned final queries."""
+                text_mask: torch.Tensor, trace: Trace | None = None, query_decay: float | None = None) -> FrameQueries:
+        """queries (T, N, d), boxes (T, N, 4) sigmoid, token_ids (T, N) -> the pruned final queries.
+
+        `query_decay` overrides the configured keep ratio for this call (1.0 disables pruning)."""
+        query_decay = self.query_decay if query_decay is None else query_decay
         text = encoder.text
         text_bias = torch.zeros(text_mask.shape, dtype=text.dtype, device=text.device)
         text_bias = text_bias.masked_fill(~text_mask, torch.finfo(text.dtype).min)[:, None, None, :]
@@ -110,7 +113,7 @@ class ReferDinoDecoder(nn.Module):
                 text_encoder_hidden_states=text, text_encoder_attention_mask=text_bias, output_attentions=True,
             )
             gate = pruning_gate(output, self_attention.mean(1), text, text_mask)
-            keep_gate, keep = select_queries(gate, kept_count(output.shape[1], self.query_decay))
+            keep_gate, keep = select_queries(gate, kept_count(output.shape[1], query_decay))
             output, boxes = gather_rows(output, keep), gather_rows(boxes, keep)
             query_ids, token_ids = torch.gather(query_ids, 1, keep), torch.gather(token_ids, 1, keep)
             if trace is not None:

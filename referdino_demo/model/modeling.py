@@ -71,11 +71,6 @@ class ReferDinoModel(nn.Module):
     def device(self) -> torch.device:
         return self.query_selection.tgt_embed.weight.device
 
-    def set_query_decay(self, query_decay: float) -> None:
-        """Change the pruning keep ratio (no weights depend on it)."""
-        self.config = self.config.replace(query_decay=query_decay)
-        self.decoder.query_decay = query_decay
-
     # -- stages ----------------------------------------------------------------------------------------
     def encode_text(self, text: TextInputs, trace: Trace | None = None) -> TextFeatures:
         text = text.to(self.device)
@@ -84,8 +79,8 @@ class ReferDinoModel(nn.Module):
         record(trace, "text.features", features, per_frame=False)
         return TextFeatures(features, text.attention_mask, text)
 
-    def detect(self, visual: VisualFeatures, text: TextFeatures,
-               trace: Trace | None = None) -> tuple[FrameQueries, EncoderOutput]:
+    def detect(self, visual: VisualFeatures, text: TextFeatures, trace: Trace | None = None,
+               query_decay: float | None = None) -> tuple[FrameQueries, EncoderOutput]:
         """Encoder, two-stage selection and pruned decoder for a chunk of frames."""
         inputs = text.inputs
         encoder = self.encoder(visual, text.features, text.mask, inputs.self_attention_mask, inputs.position_ids)
@@ -97,7 +92,7 @@ class ReferDinoModel(nn.Module):
             record(trace, "encoder.level_start_index", encoder.level_start_index, per_frame=False)
         text_mask = text.mask.expand(visual.num_frames, -1)
         queries, boxes, token_ids = self.query_selection(encoder, text_mask, trace)
-        return self.decoder(queries, boxes, token_ids, encoder, text_mask, trace), encoder
+        return self.decoder(queries, boxes, token_ids, encoder, text_mask, trace, query_decay), encoder
 
     def mask_features(self, encoder: EncoderOutput, stage1: torch.Tensor) -> torch.Tensor:
         """-> stride-4 mask features (T, d, h/4, w/4)."""

@@ -26,8 +26,9 @@ def caption_for(expression: str) -> str:
     if not isinstance(expression, str):
         raise ExpressionError(f"an expression must be a string, got {type(expression).__name__}")
     text = " ".join(expression.lower().split())
-    if not text or text == ".":
-        raise ExpressionError("the expression is empty; describe the object to segment, e.g. 'the man in a red shirt'")
+    if not any(ch.isalnum() for ch in text):
+        raise ExpressionError(f"the expression {expression!r} is empty or has no letters or digits; describe the "
+                              "object to segment, e.g. 'the man in a red shirt'")
     return text if text.endswith(".") else text + "."
 
 

@@ -40,12 +40,11 @@ def test_result_does_not_depend_on_the_chunk_size(tiny_model, clip, text):
 
 
 def test_query_decay_changes_the_number_of_queries(tiny_model, clip, text):
-    original = tiny_model.config.query_decay
-    try:
-        tiny_model.set_query_decay(0.8)
-        assert tiny_model(clip[:2], text).pred_logits.shape[1] == tiny_model.config.query_counts()[-1] == 80
-    finally:
-        tiny_model.set_query_decay(original)
+    features = tiny_model.encode_text(text)
+    visual = tiny_model.backbone(clip[:2])
+    for decay, expected in ((0.8, 80), (1.0, 300)):
+        frames, _ = tiny_model.detect(visual, features, query_decay=decay)
+        assert frames.hs.shape[1] == tiny_model.config.replace(query_decay=decay).query_counts()[-1] == expected
 
 
 def test_too_small_frames_give_a_clear_error(tiny_model, text):

@@ -14,7 +14,7 @@ def test_caption_rule(expression, caption):
     assert caption_for(expression) == caption
 
 
-@pytest.mark.parametrize("expression", ["", "   ", "\n\t", ".", None])
+@pytest.mark.parametrize("expression", ["", "   ", "\n\t", ".", "...?!", "🐶", None])
 def test_empty_expression_is_refused(expression):
     with pytest.raises(ExpressionError):
         caption_for(expression)

@@ -1,0 +1,134 @@
+"""The predictor with the tiny random model on synthetic clips made here."""
+
+import numpy as np
+import pytest
+
+from referdino_demo.errors import ExpressionError, VideoReadError
+from referdino_demo.predictor import ReferDinoPredictor, validate_expressions
+
+SHORT = 128  # the model input's short side: small enough for a CPU test, large enough for 300 queries
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return ReferDinoPredictor.from_pretrained("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """A square moving across a gradient: 9 frames of 72x128."""
+    frames = np.zeros((9, 72, 128, 3), np.uint8)
+    frames[..., 0] = np.linspace(0, 255, 128, dtype=np.uint8)
+    for t in range(9):
+        frames[t, 20:40, 10 + 10 * t:30 + 10 * t] = (255, 40, 40)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def both(predictor, clip):
+    return predictor.segment(clip, ["the red square", "the background"], short_side=SHORT, chunk_size=4)
+
+
+def test_result_shapes(both, predictor):
+    result = both["the red square"]
+    q = predictor.model.config.query_counts()[-1]
+    assert both.expressions == ["the red square", "the background"] and both.num_frames == 9
+    assert result.scores.shape == (9, q) and result.boxes.shape == (9, q, 4)
+    assert result.candidate_logits.shape == (5, 9, 32, 57) and result.candidate_logits.dtype == np.float16
+    assert result.masks().shape == (9, 72, 128) and result.masks().dtype == bool
+    assert result.untrained and both.untrained
+
+
+def test_official_rule_picks_the_best_mean_score(both):
+    result = both[0]
+    assert result.query == int(result.mean_scores.argmax()) == int(result.candidates[0])
+    assert list(result.mean_scores[result.candidates]) == sorted(result.mean_scores[result.candidates], reverse=True)
+
+
+def test_chunked_equals_unchunked(predictor, clip, both):
+    whole = predictor.segment(clip, ["the red square", "the background"], short_side=SHORT, chunk_size=9)
+    for a, b in zip(whole, both):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+        np.testing.assert_array_equal(a.candidates, b.candidates)
+        np.testing.assert_allclose(a.candidate_logits.astype(np.float32), b.candidate_logits.astype(np.float32),
+                                   atol=0.02, rtol=0.01)  # float16 storage of float-rounding differences
+
+
+def test_recomputing_mask_features_equals_keeping_them(predictor, clip, both):
+    recomputed = predictor.segment(clip, ["the red square", "the background"], short_side=SHORT, chunk_size=4,
+                                   feature_budget_mb=0)
+    assert recomputed.timings["mask_feature_passes"] == 2 and both.timings["mask_feature_passes"] == 1
+    for a, b in zip(recomputed, both):
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.candidate_logits, b.candidate_logits)
+
+
+def test_several_expressions_equal_each_alone(predictor, clip, both):
+    for expression in both.expressions:
+        alone = predictor.segment(clip, expression, short_side=SHORT, chunk_size=4)[0]
+        np.testing.assert_array_equal(alone.scores, both[expression].scores)
+        np.testing.assert_array_equal(alone.candidate_logits, both[expression].candidate_logits)
+
+
+@pytest.fixture
+def model_calls(predictor):
+    """Names of the model's parts that ran while the test held this list."""
+    calls = []
+    handles = [module.register_forward_pre_hook(lambda m, a, _n=name: calls.append(_n))
+               for name, module in predictor.model.named_children()]
+    yield calls
+    for handle in handles:
+        handle.remove()
+
+
+def test_model_calls_are_counted(predictor, clip, model_calls):
+    predictor.segment(clip[:2], "a dog", short_side=SHORT)
+    assert "backbone" in model_calls and "mask_decoder" in model_calls
+
+
+def test_threshold_and_candidate_changes_do_not_call_the_model(both, model_calls):
+    calls = model_calls
+    result = both[0]
+    low, high = result.masks(0.2), result.masks(0.8)
+    assert low.sum() >= high.sum() and not np.array_equal(low, high)
+    other = result.with_candidate(1)
+    assert other.query != result.query and not np.array_equal(other.masks(), result.masks())
+    assert result.masks(multi_target=0.0).sum() >= result.masks().sum()
+    assert calls == []
+
+
+def test_generator_and_file_sources(predictor, clip, tmp_path):
+    from referdino_demo.io import write_video
+
+    from_generator = predictor.segment((f for f in clip), "the red square", short_side=SHORT, fps=10)
+    assert from_generator.num_frames == 9 and from_generator.fps == 10
+    path = write_video(tmp_path / "clip.mp4", clip, fps=10)
+    from_file = predictor.segment(path, "the red square", short_side=SHORT, stride=2)
+    assert from_file.num_frames == 5 and from_file.fps == pytest.approx(5)
+    assert len(list(from_file.iter_frames())) == 5
+
+
+def test_frame_budget_subsamples_and_says_so(predictor, clip):
+    result = predictor.segment(clip, "the red square", short_side=SHORT, max_frames=4)
+    assert result.num_frames == 4 and any("subsampled" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("expressions, message", [
+    ("", "no expression"), ([" ", "\t"], "no expression"), (["..."], "empty"),
+    ([f"object {i}" for i in range(40)], "at most"), ([3], "strings"),
+])
+def test_bad_expressions_are_refused_before_any_work(predictor, clip, expressions, message, model_calls):
+    with pytest.raises(ExpressionError, match=message):
+        predictor.segment(clip, expressions, short_side=SHORT)
+    assert model_calls == []
+
+
+def test_unreadable_video_is_refused(predictor, tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(VideoReadError):
+        predictor.segment(bad, "a dog", short_side=SHORT)
+
+
+def test_expression_cleaning():
+    assert validate_expressions("a dog\n\n  the  cat \na dog") == ["a dog", "the cat"]
