@@ -1,0 +1,146 @@
+"""The `referdino` command (also `python -m referdino_demo`).
+
+    referdino segment VIDEO -e "the dog" [-e ...] --out DIR [--export png,rle,csv,overlay,heatmap]
+    referdino download [--checkpoint NAME]
+
+Errors a user can fix print one line and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .checkpoints.hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
+from .errors import ReferDinoError
+
+EXPORTS = ("png", "palette", "rle", "csv", "overlay", "heatmap")
+DEFAULT_EXPORTS = "png,rle,csv,overlay"
+CHECKPOINT_ENV = "REFERDINO_CHECKPOINT"
+
+
+def default_checkpoint() -> str:
+    return os.environ.get(CHECKPOINT_ENV, f"{HUB_REPO}/{DEFAULT_CHECKPOINT}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="referdino", description="ReferDINO referring video object segmentation")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    seg = commands.add_parser("segment", help="segment the objects described by expressions in a video")
+    seg.add_argument("video", help="video file (mp4, webm, mov, ...)")
+    seg.add_argument("-e", "--expression", action="append", required=True,
+                     help="what to segment; repeat for several objects")
+    seg.add_argument("--out", required=True, type=Path, help="output folder")
+    seg.add_argument("--checkpoint", default=default_checkpoint(),
+                     help=f"'{TINY_RANDOM}', a Hub name or released file ({', '.join(RELEASED)}), or a local path "
+                          f"(default: ${CHECKPOINT_ENV} or {HUB_REPO}/{DEFAULT_CHECKPOINT})")
+    seg.add_argument("--vocab", type=Path, help="local bert-base-uncased vocab.txt (default: the Hub cache)")
+    seg.add_argument("--stride", type=int, default=1, help="keep every N-th frame")
+    seg.add_argument("--start", type=float, help="start time in seconds")
+    seg.add_argument("--end", type=float, help="end time in seconds")
+    seg.add_argument("--max-frames", type=int, help="frame budget: longer clips are subsampled evenly")
+    seg.add_argument("--short-side", type=int, default=360, help="model input short side (official: 360)")
+    seg.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
+    seg.add_argument("--multi-target", type=float, metavar="SCORE",
+                     help="union of every query whose mean score exceeds SCORE (MeViS rule, official 0.2)")
+    seg.add_argument("--query-decay", type=float, help="pruning keep ratio per decoder layer (default 0.5)")
+    seg.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    seg.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    seg.add_argument("--export", default=DEFAULT_EXPORTS, help=f"comma-separated: {','.join(EXPORTS)}")
+    seg.set_defaults(handler=run_segment)
+
+    download = commands.add_parser("download", help="fetch a checkpoint and the tokenizer into the HF cache")
+    download.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                          help=f"released file name ({', '.join(RELEASED)})")
+    download.add_argument("--repo", default=HUB_REPO)
+    download.set_defaults(handler=run_download)
+    return parser
+
+
+def parse_exports(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(EXPORTS))
+    if unknown:
+        raise ReferDinoError(f"unknown export {', '.join(unknown)}; choose from {','.join(EXPORTS)}")
+    return names
+
+
+def run_segment(args) -> int:
+    from tqdm import tqdm
+
+    from .predictor import ReferDinoPredictor, validate_expressions
+
+    exports = parse_exports(args.export)
+    expressions = validate_expressions(args.expression)
+    if not Path(args.video).is_file():
+        raise ReferDinoError(f"video {args.video} does not exist")
+    predictor = ReferDinoPredictor.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype,
+                                                   vocab=args.vocab)
+    print(f"model: {predictor.describe()}", file=sys.stderr)
+    with tqdm(total=100, unit="%", desc="segmenting", file=sys.stderr) as bar:
+        def progress(fraction: float, message: str) -> None:
+            bar.set_postfix_str(message)
+            bar.update(round(100 * fraction) - bar.n)
+
+        segmentation = predictor.segment(
+            args.video, expressions, stride=args.stride, start_s=args.start, end_s=args.end,
+            max_frames=args.max_frames, short_side=args.short_side, query_decay=args.query_decay,
+            multi_target=args.multi_target, progress=progress)
+    for note in segmentation.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path in write_exports(segmentation, args.out, exports, args.threshold, args.multi_target):
+        print(path)
+    for result in segmentation:
+        print(f"{result.expression!r}: query {result.query}, mean score {result.mean_scores[result.query]:.3f}",
+              file=sys.stderr)
+    return 0
+
+
+def write_exports(segmentation, out: Path, exports: list[str], threshold: float,
+                  multi_target: float | None) -> list[Path]:
+    """Write the chosen exports into `out`; each file is complete or absent."""
+    from . import export, render
+
+    out.mkdir(parents=True, exist_ok=True)
+    writers = {
+        "png": lambda: export.export_png_zip(segmentation, out / "masks.zip", threshold=threshold,
+                                             multi_target=multi_target),
+        "palette": lambda: export.export_palette_zip(segmentation, out / "palette.zip", threshold=threshold),
+        "rle": lambda: export.export_coco_rle(segmentation, out / "masks_rle.json", threshold=threshold,
+                                              multi_target=multi_target),
+        "csv": lambda: export.export_csv(segmentation, out / "scores.csv", threshold=threshold),
+        "overlay": lambda: render.render_overlay_video(segmentation, segmentation.iter_frames(),
+                                                       out / "overlay.mp4", threshold=threshold,
+                                                       multi_target=multi_target),
+        "heatmap": lambda: render.render_heatmap_video(segmentation, segmentation.iter_frames(),
+                                                       out / "heatmap.mp4", threshold=threshold),
+    }
+    return [Path(writers[name]()) for name in exports]
+
+
+def run_download(args) -> int:
+    from .checkpoints.hub import download_checkpoint, load_hub_tokenizer
+    from .preprocess.text import TOKENIZER_REPO
+
+    print(download_checkpoint(args.checkpoint, args.repo))
+    load_hub_tokenizer(TOKENIZER_REPO)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ReferDinoError as err:
+        print(f"referdino: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("referdino: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
