@@ -1,3 +1,26 @@
-"""referdino-demo: ReferDINO referring video object segmentation for Python, the CLI, Gradio and Jupyter."""
+"""referdino-demo: ReferDINO referring video object segmentation for Python, the CLI, Gradio and Jupyter.
+
+    from referdino_demo import ReferDinoPredictor
+    seg = ReferDinoPredictor.from_pretrained("tiny-random").segment("clip.mp4", ["the red ball"])
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["ReferDinoPredictor", "VideoSegmentation", "ExpressionResult", "export", "render"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import referdino_demo` stays cheap (no torch/transformers import) until something is used.
+    if name == "ReferDinoPredictor":
+        from .predictor import ReferDinoPredictor
+
+        return ReferDinoPredictor
+    if name in ("VideoSegmentation", "ExpressionResult"):
+        from . import results
+
+        return getattr(results, name)
+    if name in ("export", "render"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'referdino_demo' has no attribute {name!r}")

@@ -1,0 +1,46 @@
+"""The predictor on a synthetic clip: `python -m benchmarks.pipeline --config tiny --frames 30 --expressions 2`.
+
+Prints one JSON line: seconds, frames/second and peak RSS of this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from referdino_demo.predictor import ReferDinoPredictor
+from referdino_demo.preprocess.text import synthetic_tokenizer
+
+from .common import SHORT_SIDE, build, clip, peak_rss_mb
+
+EXPRESSIONS = ["the red ball", "the blue square", "the sky", "the ground", "a bird", "a car", "a tree", "a cloud"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--expressions", type=int, default=1)
+    parser.add_argument("--size", type=int, nargs=2, default=(180, 320))
+    parser.add_argument("--chunk-size", type=int, default=8)
+    parser.add_argument("--feature-budget-mb", type=float, default=256)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    predictor = ReferDinoPredictor(build(args.config), synthetic_tokenizer(), device=args.device)
+    frames = clip(args.frames, tuple(args.size))
+    baseline = peak_rss_mb()
+    start = time.perf_counter()
+    result = predictor.segment(frames, EXPRESSIONS[: args.expressions], short_side=SHORT_SIDE[args.config],
+                               chunk_size=args.chunk_size, feature_budget_mb=args.feature_budget_mb)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"config": args.config, "frames": args.frames, "expressions": args.expressions,
+                      "seconds": seconds, "fps": args.frames / seconds, "peak_rss_mb": peak_rss_mb(),
+                      "rss_before_mb": baseline, "mask_feature_passes": result.timings["mask_feature_passes"],
+                      "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()

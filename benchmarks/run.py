@@ -1,0 +1,89 @@
+"""The benchmark suite: `python -m benchmarks.run [--quick] [--configs tiny,swin_t,swin_b] [--device cuda]`.
+
+Every measurement runs in its own process (so peak memory is its own) on the same synthetic frames and
+random weights, and every table prints ratios against a reference run made in the same invocation, so the
+figures stay comparable on a noisy machine. `--quick` runs the tiny config only (what CI runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .common import run_isolated
+
+STAGES = ("text", "backbone", "encoder", "decoder", "tracker", "pixel_decoder", "temporal_decoder", "mask_decoder",
+          "postprocess", "render", "video_encode", "video_decode")
+
+
+def stage_table(config: str, frames: int, device: str, dtype: str) -> None:
+    args = ["--config", config, "--frames", str(frames), "--device", device, "--dtype", dtype]
+    pruned = run_isolated("benchmarks.stages", *args)
+    unpruned = run_isolated("benchmarks.stages", *args, "--query-decay", "1.0")
+    print(f"\n## {config}: {frames} frames at 360x640 on {device} ({dtype}), stage by stage")
+    print(f"{'stage':18s} {'pruned s':>9s} {'share':>6s} {'no pruning s':>12s} {'ratio':>6s}")
+    total = sum(pruned["seconds"].get(s, 0.0) for s in STAGES)
+    for stage in STAGES:
+        a, b = pruned["seconds"].get(stage), unpruned["seconds"].get(stage)
+        if a is None:
+            continue
+        print(f"{stage:18s} {a:9.3f} {a / total:6.1%} {b:12.3f} {b / a:6.2f}")
+    print(f"model frames/s: {pruned['model_fps']:.3f} with pruning ({pruned['final_queries']} final queries), "
+          f"{unpruned['model_fps']:.3f} without ({unpruned['final_queries']}): "
+          f"speed-up {pruned['model_fps'] / unpruned['model_fps']:.2f}x; peak RSS {pruned['peak_rss_mb']:.0f} MiB")
+
+
+def chunk_table(config: str, frames: int, device: str) -> None:
+    print(f"\n## {config}: chunk size (frames per forward), {frames} frames")
+    runs = {c: run_isolated("benchmarks.stages", "--config", config, "--frames", str(frames), "--device", device,
+                            "--chunk-size", str(c)) for c in (1, 4, frames)}
+    reference = runs[frames]
+    for chunk, run in runs.items():
+        print(f"chunk {chunk:3d}: {run['model_fps']:.3f} frames/s ({run['model_fps'] / reference['model_fps']:.2f}x "
+              f"of chunk {frames}), peak RSS {run['peak_rss_mb']:.0f} MiB")
+
+
+def dtype_table(config: str, frames: int, device: str) -> None:
+    print(f"\n## {config}: dtypes on {device}")
+    runs = {d: run_isolated("benchmarks.stages", "--config", config, "--frames", str(frames), "--device", device,
+                            "--dtype", d) for d in ("float32", "bfloat16", "float16")}
+    for name, run in runs.items():
+        print(f"{name:9s}: {run['model_fps']:.3f} frames/s ({run['model_fps'] / runs['float32']['model_fps']:.2f}x fp32)")
+
+
+def pipeline_table(config: str, short: int, long: int, device: str) -> None:
+    print(f"\n## {config}: the predictor end to end (180x320 clips)")
+    base = ["--config", config, "--device", device]
+    runs = {n: run_isolated("benchmarks.pipeline", *base, "--frames", str(n)) for n in (short, long)}
+    a, b = runs[short], runs[long]
+    print(f"{short} frames: {a['fps']:.2f} frames/s, peak RSS {a['peak_rss_mb']:.0f} MiB; {long} frames: "
+          f"{b['fps']:.2f} frames/s, peak RSS {b['peak_rss_mb']:.0f} MiB; memory ratio "
+          f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} for {long / short:.0f}x the frames")
+    one = a
+    for k in (2, 4):
+        run = run_isolated("benchmarks.pipeline", *base, "--frames", str(short), "--expressions", str(k))
+        print(f"{k} expressions: {run['seconds'] / one['seconds']:.2f}x the time of one "
+              f"(each alone would be {k:.0f}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny config only, fewer frames (CI)")
+    parser.add_argument("--configs", default="tiny,swin_t,swin_b")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    configs = ["tiny"] if args.quick else args.configs.split(",")
+    for config in configs:
+        frames = 4 if config != "tiny" else (4 if args.quick else 8)
+        stage_table(config, frames, args.device, "float32")
+        if args.device == "cuda":
+            dtype_table(config, frames, args.device)
+    chunk_table("tiny", 4 if args.quick else 8, args.device)
+    pipeline_table("tiny", 10 if args.quick else 30, 30 if args.quick else 300, args.device)
+    if "swin_t" in configs:
+        pipeline_table("swin_t", 4, 16, args.device)
+
+
+if __name__ == "__main__":
+    main()

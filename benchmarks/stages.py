@@ -1,0 +1,115 @@
+"""Time every stage of the model on the same frames: `python -m benchmarks.stages --config tiny`.
+
+Prints one JSON line: seconds per stage, frames/second end to end, and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from referdino_demo.io.video_reader import read_video
+from referdino_demo.io.video_writer import write_video
+from referdino_demo.model.outputs import FrameQueries
+from referdino_demo.model.tracker import QueryTracker
+from referdino_demo.preprocess.frames import preprocess_frames
+from referdino_demo.results import ExpressionResult
+
+from .common import SHORT_SIDE, build, clip, peak_rss_mb, text, timer
+
+
+@torch.inference_mode()
+def time_stages(config: str, frames: int, query_decay: float | None, device: str = "cpu",
+                dtype: torch.dtype = torch.float32, chunk_size: int = 8, repeats: int = 1) -> dict:
+    model = build(config, device)
+    raw = clip(frames)
+    t: dict[str, float] = {}
+    autocast = torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
+    with autocast:
+        for _ in range(repeats):
+            with timer(t, "preprocess"):
+                pixels = preprocess_frames(raw, SHORT_SIDE[config]).to(device)
+            with timer(t, "text", device):
+                features = model.encode_text(text())
+            tracker, tracked, mask_features = QueryTracker(model.config.tracking_alpha), [], []
+            for start in range(0, frames, chunk_size):
+                chunk = pixels[start:start + chunk_size]
+                with timer(t, "backbone", device):
+                    visual = model.backbone(chunk)
+                inputs = features.inputs
+                with timer(t, "encoder", device):
+                    encoder = model.encoder(visual, features.features, features.mask, inputs.self_attention_mask,
+                                            inputs.position_ids)
+                mask = features.mask.expand(chunk.shape[0], -1)
+                with timer(t, "decoder", device):
+                    queries, boxes, ids = model.query_selection(encoder, mask)
+                    detected = model.decoder(queries, boxes, ids, encoder, mask, query_decay=query_decay)
+                with timer(t, "tracker", device):
+                    tracked.append(tracker(detected, features.mask)[0])
+                with timer(t, "pixel_decoder", device):
+                    mask_features.append(model.mask_features(encoder, visual.stage1))
+            video = FrameQueries(*(torch.cat([getattr(c, f) for c in tracked]) for f in
+                                   ("hs", "reference", "text", "token_ids")))
+            with timer(t, "temporal_decoder", device):
+                hs, logits, boxes = model.refine(video, features.mask)
+            masks, start = [], 0
+            with timer(t, "mask_decoder", device):
+                for feats in mask_features:
+                    end = start + feats.shape[0]
+                    masks.append(model.decode_masks(hs[start:end], video.reference[start:end],
+                                                    video.text[start:end], features.mask, feats))
+                    start = end
+    logits, boxes, masks = logits.float(), boxes.float(), torch.cat(masks).float()
+    with timer(t, "postprocess"):
+        query = int(logits.sigmoid().mean(0).argmax())
+        result = ExpressionResult("x", raw.shape[1:3], logits.sigmoid().cpu().numpy(), boxes.cpu().numpy(),
+                                  np.array([query]), masks[:, [query]].transpose(0, 1).cpu().numpy().astype(np.float16))
+        binary = result.masks()
+    try:
+        from referdino_demo.render import OverlayRenderer
+
+        renderer = OverlayRenderer()
+        with timer(t, "render"):
+            rendered = [renderer.render_frame(f, [m], ["x"]) for f, m in zip(raw, binary)]
+    except ImportError:  # the renderers are optional for model-only timing
+        rendered = list(raw)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with timer(t, "video_encode"):
+            path = write_video(Path(tmp) / "out.mp4", np.stack(rendered), fps=12)
+        with timer(t, "video_decode"):
+            read_video(path)
+    model_stages = ("text", "backbone", "encoder", "decoder", "tracker", "pixel_decoder", "temporal_decoder",
+                    "mask_decoder")
+    per_repeat = {k: v / repeats for k, v in t.items()}
+    model_seconds = sum(per_repeat[k] for k in model_stages)
+    return {"config": config, "frames": frames, "query_decay": query_decay, "device": device,
+            "dtype": str(dtype).removeprefix("torch."), "seconds": per_repeat, "model_seconds": model_seconds,
+            "model_fps": frames / model_seconds, "peak_rss_mb": peak_rss_mb(),
+            "final_queries": int(logits.shape[1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--query-decay", type=float, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--chunk-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(json.dumps(time_stages(args.config, args.frames, args.query_decay, args.device,
+                                 getattr(torch, args.dtype), args.chunk_size, args.repeats)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Drawing segmentation results: renderers for one frame (overlay, heatmap, banner), videos and score plots.
+
+Renderers work like supervision's annotators: options in the constructor, data at call time, the input
+frame left unchanged, RGB ``(H, W, 3)`` uint8 in and out. Expression i is drawn in ``PALETTE[i]`` everywhere.
+"""
+
+from referdino_demo.render.banner import UNTRAINED_TEXT, BannerRenderer
+from referdino_demo.render.chunks import iter_frame_stats, iter_mask_chunks
+from referdino_demo.render.heatmap import HeatmapRenderer
+from referdino_demo.render.overlay import OverlayRenderer
+from referdino_demo.render.palette import PALETTE, color_for, hex_color
+from referdino_demo.render.plot import plot_scores, scores_table
+from referdino_demo.render.video import render_frame, render_heatmap_frame, render_heatmap_video, render_overlay_video
+
+__all__ = [
+    "PALETTE",
+    "UNTRAINED_TEXT",
+    "BannerRenderer",
+    "HeatmapRenderer",
+    "OverlayRenderer",
+    "color_for",
+    "hex_color",
+    "iter_frame_stats",
+    "iter_mask_chunks",
+    "plot_scores",
+    "render_frame",
+    "render_heatmap_frame",
+    "render_heatmap_video",
+    "render_overlay_video",
+    "scores_table",
+]

@@ -1,0 +1,60 @@
+"""The `referdino` command end to end with the tiny random model."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from referdino_demo.cli import main
+from referdino_demo.examples import synthetic_clip
+from referdino_demo.io import probe_video, write_video
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("cli") / "clip.mp4", synthetic_clip("red_ball", 6, (72, 128)), fps=12)
+
+
+def run(*args):
+    return main(["segment", *map(str, args), "--checkpoint", "tiny-random", "--short-side", "128"])
+
+
+def test_segment_writes_every_export(video, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(video, "-e", "the red ball", "-e", "the blue square", "--out", out,
+               "--export", "png,palette,rle,csv,overlay,heatmap") == 0
+    printed = capsys.readouterr().out.split()
+    names = {"masks.zip", "palette.zip", "masks_rle.json", "scores.csv", "overlay.mp4", "heatmap.mp4"}
+    assert {p.rsplit("/", 1)[-1] for p in printed} == names
+    probe = probe_video(out / "overlay.mp4")
+    assert (probe.codec, probe.pix_fmt, probe.num_frames) == ("h264", "yuv420p", 6)
+    with zipfile.ZipFile(out / "masks.zip") as archive:
+        assert sum(n.endswith(".png") for n in archive.namelist()) == 12  # 2 expressions x 6 frames
+    assert json.loads((out / "masks_rle.json").read_text())
+    assert len((out / "scores.csv").read_text().strip().splitlines()) == 1 + 12
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-e", "   "], "no expression"),
+    (["-e", "a dog", "--export", "gif"], "unknown export gif"),
+])
+def test_user_errors_print_one_line_and_exit_1(video, tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert run(video, *args, "--out", out) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("referdino: error:") and message in err[0]
+    assert not out.exists()  # nothing written before the input was checked
+
+
+def test_unreadable_video(tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    assert run(bad, "-e", "a dog", "--out", tmp_path / "out") == 1
+    assert "referdino: error:" in capsys.readouterr().err
+
+
+def test_module_entry_point_and_usage_errors():
+    done = subprocess.run([sys.executable, "-m", "referdino_demo", "segment"], capture_output=True, text=True)
+    assert done.returncode == 2 and "usage:" in done.stderr
