@@ -181,7 +181,7 @@ class ReferDinoPredictor:
         if keep_features:
             feature_chunks = iter(kept)
         else:
-            feature_chunks = (self._detect(pixels, tracks, query_decay, True, track=False)
+            feature_chunks = (self._recompute_features(pixels, tracks)
                               for _, pixels in self._pixel_chunks(frames, short_side, chunk_size))
         logits_per_track: list[list[np.ndarray]] = [[] for _ in tracks]
         start = 0
@@ -235,19 +235,24 @@ class ReferDinoPredictor:
             yield done, preprocess_frames(np.stack(buffer), short_side).to(self.device)
 
     def _detect(self, pixels: torch.Tensor, tracks: list[_Track], query_decay: float | None,
-                mask_features: bool, track: bool = True) -> list[torch.Tensor]:
-        """Backbone once, then each expression's detection; returns each expression's mask features."""
+                mask_features: bool) -> list[torch.Tensor]:
+        """Backbone once, then each expression's detection and tracking; optionally its mask features."""
         features = []
         with self._autocast():
             visual = self.model.backbone(pixels)
             for item in tracks:
                 detected, encoder = self.model.detect(visual, item.text, query_decay=query_decay)
-                if track:
-                    tracked, _ = item.tracker(detected, item.text.mask)
-                    item.chunks.append(tracked)
+                tracked, _ = item.tracker(detected, item.text.mask)
+                item.chunks.append(tracked)
                 if mask_features:
                     features.append(self.model.mask_features(encoder, visual.stage1))
         return features
+
+    def _recompute_features(self, pixels: torch.Tensor, tracks: list[_Track]) -> list[torch.Tensor]:
+        """Mask features again for the second pass: backbone and encoder only (no decoder needed)."""
+        with self._autocast():
+            visual = self.model.backbone(pixels)
+            return [self.model.mask_features(self.model.encode(visual, item.text), visual.stage1) for item in tracks]
 
     def _feature_mb(self, frames: VideoFrames, short_side: int) -> float:
         """Megabytes of stride-4 mask features per frame and expression."""

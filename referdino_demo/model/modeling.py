@@ -79,9 +79,8 @@ class ReferDinoModel(nn.Module):
         record(trace, "text.features", features, per_frame=False)
         return TextFeatures(features, text.attention_mask, text)
 
-    def detect(self, visual: VisualFeatures, text: TextFeatures, trace: Trace | None = None,
-               query_decay: float | None = None) -> tuple[FrameQueries, EncoderOutput]:
-        """Encoder, two-stage selection and pruned decoder for a chunk of frames."""
+    def encode(self, visual: VisualFeatures, text: TextFeatures, trace: Trace | None = None) -> EncoderOutput:
+        """The fusion encoder for a chunk of frames: multi-scale memory and per-frame fused text."""
         inputs = text.inputs
         encoder = self.encoder(visual, text.features, text.mask, inputs.self_attention_mask, inputs.position_ids)
         if trace is not None:
@@ -90,6 +89,12 @@ class ReferDinoModel(nn.Module):
             record(trace, "encoder.valid_ratios", encoder.valid_ratios)
             record(trace, "encoder.spatial_shapes", encoder.spatial_shapes, per_frame=False)
             record(trace, "encoder.level_start_index", encoder.level_start_index, per_frame=False)
+        return encoder
+
+    def detect(self, visual: VisualFeatures, text: TextFeatures, trace: Trace | None = None,
+               query_decay: float | None = None) -> tuple[FrameQueries, EncoderOutput]:
+        """Encoder, two-stage selection and pruned decoder for a chunk of frames."""
+        encoder = self.encode(visual, text, trace)
         text_mask = text.mask.expand(visual.num_frames, -1)
         queries, boxes, token_ids = self.query_selection(encoder, text_mask, trace)
         return self.decoder(queries, boxes, token_ids, encoder, text_mask, trace, query_decay), encoder
