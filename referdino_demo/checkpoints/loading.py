@@ -14,7 +14,7 @@ import torch
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError
 from ..model import ReferDinoConfig, ReferDinoModel
 from .convert import convert_official_state_dict
-from .hub import RELEASED, TINY_RANDOM, download_checkpoint, split_hub_name
+from .hub import HUB_REPO, RELEASED, TINY_RANDOM, download_checkpoint, split_hub_name
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -52,13 +52,31 @@ def save_pretrained(model: ReferDinoModel, directory: str | Path) -> Path:
     return directory
 
 
+def sha256_of(path: str | Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected.lower():
+        raise CheckpointMismatchError(f"{path} has sha256 {actual}, expected {expected}: the file is corrupt or not "
+                                      "the one published; delete it and download it again")
+
+
 def from_pretrained(source: str | Path = TINY_RANDOM, filename: str | None = None,
-                    config: ReferDinoConfig | None = None) -> ReferDinoModel:
+                    config: ReferDinoConfig | None = None, sha256: str | None = None) -> ReferDinoModel:
     """Load a model in eval mode on the CPU.
 
     source: `"tiny-random"`; a Hub repository (`"liangtm/referdino"`, with `filename` or the default
     checkpoint) or a released file name (`"ryt_swinb.pth"`); a local official `.pth`; a folder saved by
-    `save_pretrained`. `config` overrides the configuration inferred for an official `.pth`.
+    `save_pretrained`. `config` overrides the configuration inferred for an official `.pth`. `sha256`, when
+    given (or known for a released file), is checked before the file is read.
     """
     if str(source) == TINY_RANDOM:
         return tiny_random_model()
@@ -70,7 +88,12 @@ def from_pretrained(source: str | Path = TINY_RANDOM, filename: str | None = Non
                 f"checkpoint {source!s} is neither a local file or folder nor a Hub name; use 'tiny-random', "
                 f"a released file ({', '.join(RELEASED)}), 'liangtm/referdino', or a local path")
         repo, default_file = hub
-        path = download_checkpoint(filename or default_file, repo)
+        filename = filename or default_file
+        path = download_checkpoint(filename, repo)
+        released = RELEASED.get(filename)
+        sha256 = sha256 or (released.sha256 if released and repo == HUB_REPO else None)
+    if sha256 and path.is_file():
+        verify_sha256(path, sha256)
     if path.is_dir():
         return _load_folder(path)
     if path.suffix == ".safetensors" and (path.parent / CONFIG_NAME).is_file():

@@ -55,11 +55,11 @@ class ReferDinoModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, source="tiny-random", filename: str | None = None,
-                        config: ReferDinoConfig | None = None) -> "ReferDinoModel":
+                        config: ReferDinoConfig | None = None, sha256: str | None = None) -> "ReferDinoModel":
         """See `referdino_demo.checkpoints.loading.from_pretrained`."""
         from ..checkpoints.loading import from_pretrained
 
-        return from_pretrained(source, filename, config)
+        return from_pretrained(source, filename, config, sha256)
 
     def save_pretrained(self, directory) -> None:
         """Write `config.json` and `model.safetensors` into `directory`."""

@@ -38,3 +38,20 @@ def test_offline_and_not_cached_says_what_to_download(tmp_path, monkeypatch):
 def test_unknown_source_is_explained():
     with pytest.raises(CheckpointNotFoundError, match="tiny-random"):
         from_pretrained("/no/such/file.pth")
+
+
+def test_sha256_is_checked_when_known(parity_dir, tmp_path):
+    import json
+
+    from referdino_demo.checkpoints.loading import sha256_of
+    from referdino_demo.errors import CheckpointMismatchError
+
+    path = parity_dir / "referdino_tiny_official.pth"
+    published = json.loads((parity_dir / "config.json").read_text())["checkpoint"]["sha256"]
+    assert sha256_of(path) == published  # independent: the fixture records the file's checksum
+    copy = tmp_path / "tampered.pth"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    with pytest.raises(CheckpointMismatchError, match="sha256"):
+        from_pretrained(copy, sha256=published)
