@@ -2,6 +2,7 @@
 
     referdino segment VIDEO -e "the dog" [-e ...] --out DIR [--export png,rle,csv,overlay,heatmap]
     referdino download [--checkpoint NAME]
+    referdino evaluate --benchmark {ytvos,davis,mevis} --data-root DIR --out DIR
 
 Errors a user can fix print one line and exit 1; usage errors exit 2.
 """
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"released file name ({', '.join(RELEASED)})")
     download.add_argument("--repo", default=HUB_REPO)
     download.set_defaults(handler=run_download)
+
+    from .evaluation.cli import add_evaluate_parser
+
+    add_evaluate_parser(commands)
     return parser
 
 

@@ -3,7 +3,8 @@
 Reproduces ``db_eval_iou`` and ``db_eval_boundary`` / ``f_measure`` / ``_seg2bmap`` from
 davisvideochallenge/davis2017-evaluation (commit ac7c43f, ``davis2017/metrics.py``; MeViS ships a
 byte-identical copy), without OpenCV or scikit-image. Results are bit-identical to the official code on
-the public reference vectors in ``shared/jf/``. No void mask is supported (MeViS never passes one).
+the public reference vectors in ``shared/jf/``. An optional void mask (pixels to ignore) is supported as in the
+official code: MeViS never passes one, the DAVIS unsupervised task (Ref-DAVIS17) passes label 255 as void.
 
 Shapes and inputs
     ``pred`` and ``gt`` are arrays of shape (T, H, W) (a clip) or (H, W) (one frame, treated as T = 1).
@@ -29,6 +30,10 @@ Conventions (all from the official code)
       pixels: a full-frame GT vs an empty prediction scores J = 0 but F = 1.
     * F = 2PR / (P + R), and 0 when P + R = 0.
 
+    Void (``void``, same shape, non-zero = ignore): J counts only non-void pixels (union empty -> 1); F first
+    sets void pixels of both masks to background (so a boundary appears where an object meets void) and keeps
+    the radius of the full frame size.
+
     ``j_and_f`` averages J and F over all frames (frames where both masks are empty count as 1, nothing is
     skipped) and returns ``JFScore(j, f, jf)`` with ``jf = (j + f) / 2``.
 """
@@ -51,6 +56,17 @@ class JFScore(NamedTuple):
     jf: float
 
 
+def _as_void(void, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Validate an optional void mask against the masks' (T, H, W) stack shape; boolean (T, H, W) or None."""
+    if void is None:
+        return None
+    void = np.asarray(void)
+    if void.shape != shape and void.shape != shape[1:]:
+        raise ValueError(f"the void mask must have the masks' shape {shape}, got {void.shape}")
+    void = void if void.dtype == bool else void != 0
+    return void if void.ndim == 3 else void[None]
+
+
 def _as_stacks(pred, gt) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``pred``/``gt`` and return them as boolean (T, H, W) stacks."""
     pred, gt = np.asarray(pred), np.asarray(gt)
@@ -65,11 +81,18 @@ def _as_stacks(pred, gt) -> tuple[np.ndarray, np.ndarray]:
     return (pred[None], gt[None]) if pred.ndim == 2 else (pred, gt)
 
 
-def region_similarity(pred, gt) -> np.ndarray:
-    """Per-frame J (mask IoU) of (T, H, W) or (H, W) masks; float64 array of shape (T,), 1.0 where both are empty."""
+def region_similarity(pred, gt, void=None) -> np.ndarray:
+    """Per-frame J (mask IoU) of (T, H, W) or (H, W) masks; float64 array of shape (T,), 1.0 where both are empty.
+
+    void: optional mask of the same shape; its pixels are left out of the intersection and the union.
+    """
     pred, gt = _as_stacks(pred, gt)
-    inter = np.count_nonzero(pred & gt, axis=(1, 2))
-    union = np.count_nonzero(pred | gt, axis=(1, 2))
+    void = _as_void(void, pred.shape)
+    inter, union = pred & gt, pred | gt
+    if void is not None:
+        inter, union = inter & ~void, union & ~void
+    inter = np.count_nonzero(inter, axis=(1, 2))
+    union = np.count_nonzero(union, axis=(1, 2))
     # int / int in float64, as in db_eval_iou; an empty union means both masks are empty: a perfect frame.
     return np.divide(inter, union, out=np.ones(len(union)), where=union > 0)
 
@@ -133,12 +156,14 @@ def _dilate_disk(b: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def _boundary_counts(pred: np.ndarray, gt: np.ndarray, bound_th: float):
-    """Per-frame boundary-pixel counts of boolean (T, H, W) stacks.
+def _boundary_counts(pred: np.ndarray, gt: np.ndarray, bound_th: float, void: np.ndarray | None = None):
+    """Per-frame boundary-pixel counts of boolean (T, H, W) stacks (``void``: boolean (T, H, W) or None).
 
     Returns ``(n_pred, n_gt, matched_pred, matched_gt)``, int64 arrays of shape (T,), and the radius.
     """
     radius = _bound_pix(bound_th, *pred.shape[1:])
+    if void is not None:  # f_measure: `mask * logical_not(void)` before _seg2bmap; radius from the full frame
+        pred, gt = pred & ~void, gt & ~void
     counts = np.zeros((4, len(pred)), dtype=np.int64)
     # One frame at a time: a frame's maps stay in cache, which makes the ORs several times faster than on
     # the whole stack.
@@ -153,13 +178,15 @@ def _boundary_counts(pred: np.ndarray, gt: np.ndarray, bound_th: float):
     return *counts, radius
 
 
-def boundary_f_measure(pred, gt, bound_th: float = 0.008) -> np.ndarray:
+def boundary_f_measure(pred, gt, bound_th: float = 0.008, void=None) -> np.ndarray:
     """Per-frame boundary F-measure of (T, H, W) or (H, W) masks; float64 array of shape (T,).
 
     ``bound_th`` < 1 is a fraction of the frame diagonal, >= 1 a whole number of pixels (see module docstring).
+    void: optional mask of the same shape; its pixels count as background in both masks.
     """
     pred, gt = _as_stacks(pred, gt)
-    n_pred, n_gt, matched_pred, matched_gt, _ = _boundary_counts(pred, gt, bound_th)
+    void = _as_void(void, pred.shape)
+    n_pred, n_gt, matched_pred, matched_gt, _ = _boundary_counts(pred, gt, bound_th, void)
     # An empty boundary map gets ratio 1; the other map's matched count is then 0, which reproduces the
     # official table: (P, R) = (1, 0), (0, 1) or (1, 1).
     precision = np.divide(matched_pred, n_pred, out=np.ones(len(n_pred)), where=n_pred > 0)
@@ -169,11 +196,14 @@ def boundary_f_measure(pred, gt, bound_th: float = 0.008) -> np.ndarray:
     return np.divide(2 * precision * recall, total, out=np.zeros(len(total)), where=total > 0)
 
 
-def j_and_f(pred, gt, bound_th: float = 0.008) -> JFScore:
-    """Mean J, mean F over all T frames of (T, H, W) or (H, W) masks, and J&F = (J + F) / 2, as a ``JFScore``."""
+def j_and_f(pred, gt, bound_th: float = 0.008, void=None) -> JFScore:
+    """Mean J, mean F over all T frames of (T, H, W) or (H, W) masks, and J&F = (J + F) / 2, as a ``JFScore``.
+
+    void: optional mask of the same shape, pixels to ignore (the DAVIS unsupervised task's label 255).
+    """
     pred, gt = _as_stacks(pred, gt)
     if len(pred) == 0:
         raise ValueError(f"cannot average J and F over zero frames (masks of shape {pred.shape})")
-    j = float(region_similarity(pred, gt).mean())  # np.mean, as the MeViS script (pairwise summation)
-    f = float(boundary_f_measure(pred, gt, bound_th).mean())
+    j = float(region_similarity(pred, gt, void).mean())  # np.mean, as the MeViS script (pairwise summation)
+    f = float(boundary_f_measure(pred, gt, bound_th, void).mean())
     return JFScore(j, f, (j + f) / 2)
