@@ -135,16 +135,21 @@ def run_download(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_reporting_errors(prog: str, handler, args) -> int:
+    """Run a command handler; errors a user can fix become one line on stderr and exit status 1."""
     try:
-        return args.handler(args)
+        return handler(args)
     except ReferDinoError as err:
-        print(f"referdino: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("referdino: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted (rerun the same command; finished work is kept)", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_reporting_errors("referdino", args.handler, args)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 from ..checkpoints.hub import HUB_REPO
-from ..errors import ReferDinoError
+from ..cli import CHECKPOINT_ENV
 from .datasets import BENCHMARKS, DEFAULT_SPLITS
 
-CHECKPOINT_ENV = "REFERDINO_CHECKPOINT"
 DESCRIPTION = ("Evaluate ReferDINO on Ref-YouTube-VOS, Ref-DAVIS17 or MeViS: write the predictions in each "
                "benchmark's layout, score splits with local ground truth, zip server submissions. Resumable; "
                "runs under torchrun.")
@@ -101,14 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = add_arguments(argparse.ArgumentParser(prog="python -m referdino_demo.evaluation",
                                                    description=DESCRIPTION))
     args = parser.parse_args(argv)
-    try:
-        return run_evaluate(args)
-    except ReferDinoError as err:
-        print(f"referdino evaluate: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("referdino evaluate: interrupted (rerun the same command to resume)", file=sys.stderr)
-        return 130
+    from ..cli import run_reporting_errors
+
+    return run_reporting_errors("referdino evaluate", run_evaluate, args)
 
 
 if __name__ == "__main__":

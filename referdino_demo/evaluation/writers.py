@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ReferDinoError
+from ..export.masks import DAVIS_PALETTE
 from .datasets import DAVIS_ANNOTATORS, VideoSample
 
 PREDICTIONS = "Annotations"
@@ -126,15 +127,7 @@ def davis_palette(dataset_root: Path) -> list[int]:
         with Image.open(source) as image:
             if image.mode == "P" and image.getpalette():
                 return image.getpalette()
-    palette = []
-    for index in range(256):  # bit i of the id goes to bit 7 - i // 3 of channel i % 3
-        rgb, value = [0, 0, 0], index
-        for bit in range(7, -1, -1):
-            for channel in range(3):
-                rgb[channel] |= ((value >> channel) & 1) << bit
-            value >>= 3
-        palette += rgb
-    return palette
+    return list(DAVIS_PALETTE)
 
 
 # -- done-files ------------------------------------------------------------------------------------------
