@@ -1,0 +1,304 @@
+"""`ReferDinoPanel`: the demo as ipywidgets, for Jupyter and Colab (core widgets only, so Colab renders them).
+
+One line in a notebook::
+
+    from referdino_demo.ui.widgets import ReferDinoPanel
+    ReferDinoPanel.from_pretrained("tiny-random")     # or "liangtm/referdino"; the panel displays itself
+
+The panel lays out widgets and calls the package: `ReferDinoPredictor.segment` on Run, the renderers for the
+video, frames, heatmap and score plot, the exporters for the files. The last result is cached on the panel,
+so the threshold slider, the frame scrubber and the heatmap choice re-render without a model call; the
+pruning slider (query_decay) and the expressions take effect on the next Run. Errors are shown as one line
+in the messages area.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import itertools
+import logging
+import os
+import re
+from pathlib import Path
+
+import ipywidgets as w
+import numpy as np
+from PIL import Image
+
+from ..errors import ReferDinoError
+from ..export import export_coco_rle, export_csv, export_png_zip
+from ..predictor import ReferDinoPredictor
+from ..preprocess.frames import DEFAULT_SHORT_SIDE
+from ..render import plot_scores, render_frame, render_heatmap_frame, render_overlay_video
+from ..results import VideoSegmentation
+
+logger = logging.getLogger(__name__)
+FRAME_CACHE_MB = 512  # processed frames kept in memory for the scrubber; longer videos are decoded on demand
+
+
+def png_bytes(image) -> bytes:
+    """(H, W, 3) uint8 RGB array or a matplotlib Figure -> PNG bytes."""
+    buffer = io.BytesIO()
+    if isinstance(image, np.ndarray):
+        Image.fromarray(image).save(buffer, format="png")
+    else:
+        image.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _file_line(path: Path) -> str:
+    """HTML: a download link (Jupyter serves files under its root, the working folder) and the full path."""
+    full = path.resolve()
+    try:
+        name = f'<a href="{html.escape(full.relative_to(Path.cwd()).as_posix())}" download target="_blank">' \
+               f"{html.escape(path.name)}</a>"
+    except ValueError:  # outside the working folder: no link Jupyter could serve, the path only
+        name = html.escape(path.name)
+    return f"<div>{name} &nbsp;<code>{html.escape(str(full))}</code></div>"
+
+
+class ReferDinoPanel:
+    """Widgets over a `ReferDinoPredictor`: choose a video and expressions, run, inspect, export.
+
+    output_dir: where uploads, the overlay video and exports are written. short_side, stride, max_frames:
+    the defaults of the model input size and frame selection (stride and max frames are also widgets).
+    """
+
+    def __init__(self, predictor: ReferDinoPredictor, *, output_dir: str | os.PathLike = "referdino_outputs",
+                 short_side: int = DEFAULT_SHORT_SIDE, stride: int = 1, max_frames: int | None = None):
+        self.predictor = predictor
+        self.output_dir = Path(output_dir)
+        self.short_side = short_side
+        self.segmentation: VideoSegmentation | None = None
+        self._frames: list[np.ndarray] | None = None
+        self._video_path: Path | None = None  # the overlay video, rendered at `_video_threshold`
+        self._video_threshold: float | None = None
+        self._quiet = False
+        self._build(stride, max_frames)
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | os.PathLike = "tiny-random", filename: str | None = None, *,
+                        device=None, dtype=None, vocab=None, **panel_options) -> "ReferDinoPanel":
+        """Load a predictor (see `ReferDinoPredictor.from_pretrained`) and build a panel over it."""
+        predictor = ReferDinoPredictor.from_pretrained(checkpoint, filename, device=device, dtype=dtype, vocab=vocab)
+        return cls(predictor, **panel_options)
+
+    # -- layout ----------------------------------------------------------------------------------------
+    def _build(self, stride: int, max_frames: int | None) -> None:
+        wide = w.Layout(width="98%")
+        style = {"description_width": "110px"}
+        self.header = w.HTML(f"<b>ReferDINO</b> &middot; {html.escape(self.predictor.describe())}")
+        self.upload = w.FileUpload(accept="video/*,.mp4,.webm,.mov,.mkv,.avi", multiple=False,
+                                   description="Upload video")
+        self.path = w.Text(description="or video path", placeholder="/path/to/video.mp4", layout=wide, style=style)
+        self.expressions = w.Textarea(description="expressions", placeholder="one expression per line",
+                                      layout=w.Layout(width="98%", height="80px"), style=style)
+        self.query_decay = w.FloatSlider(value=self.predictor.model.config.query_decay, min=0.05, max=1.0, step=0.05,
+                                         description="pruning keep", continuous_update=False, style=style,
+                                         tooltip="query_decay: fraction of queries each decoder layer keeps "
+                                                 "(1 = no pruning); applied on the next Run")
+        self.threshold = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="mask threshold",
+                                       continuous_update=False, style=style)
+        self.stride = w.BoundedIntText(value=stride, min=1, max=100, description="frame stride", style=style)
+        self.max_frames = w.BoundedIntText(value=max_frames or 0, min=0, max=100_000, style=style,
+                                           description="max frames", tooltip="0 = every selected frame")
+        self.run_button = w.Button(description="Run", button_style="primary", icon="play")
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress", style=style)
+        self.status = w.Label()
+        self.messages = w.Output(layout=w.Layout(max_height="160px", overflow="auto"))
+        self.video = w.Video(format="mp4", autoplay=False, loop=True, controls=True, layout=w.Layout(width="480px"))
+        self.frame = w.IntSlider(value=0, min=0, max=0, description="frame", disabled=True, style=style)
+        self.heatmap_expression = w.Dropdown(description="heatmap of", options=[], style=style)
+        self.overlay_image = w.Image(format="png", layout=w.Layout(width="420px"))
+        self.heatmap_image = w.Image(format="png", layout=w.Layout(width="420px"))
+        self.plot = w.Image(format="png", layout=w.Layout(width="640px"))
+        self.export_png = w.Button(description="PNG masks (zip)", icon="download")
+        self.export_rle = w.Button(description="COCO RLE (json)", icon="download")
+        self.export_csv = w.Button(description="scores (csv)", icon="download")
+        self.export_video = w.Button(description="overlay (mp4)", icon="download")
+        self.exports = w.HTML()
+
+        self.upload.observe(self._on_upload, names="value")
+        self.run_button.on_click(self._on_run)
+        self.query_decay.observe(self._on_query_decay, names="value")
+        self.threshold.observe(self._on_threshold, names="value")
+        self.frame.observe(lambda _: self._show_frame(), names="value")
+        self.heatmap_expression.observe(lambda _: self._show_frame(), names="value")
+        for button, kind in ((self.export_png, "png"), (self.export_rle, "rle"), (self.export_csv, "csv"),
+                             (self.export_video, "mp4")):
+            button.on_click(lambda _, kind=kind: self._on_export(kind))
+        self._set_result_enabled(False)
+
+        inputs = w.VBox([w.HBox([self.upload]), self.path, self.expressions,
+                         w.HBox([self.query_decay, self.threshold]), w.HBox([self.stride, self.max_frames]),
+                         w.HBox([self.run_button, self.progress, self.status]), self.messages])
+        inspect = w.VBox([w.HBox([self.frame, self.heatmap_expression]),
+                          w.HBox([self.overlay_image, self.heatmap_image])])
+        export = w.VBox([w.HBox([self.export_png, self.export_rle, self.export_csv, self.export_video]),
+                         self.exports])
+        results = w.Tab(children=[self.video, inspect, self.plot, export])
+        for index, title in enumerate(("Overlay video", "Inspect frame", "Scores", "Export")):
+            results.set_title(index, title)
+        self.widget = w.VBox([self.header, inputs, results])
+
+    # -- display ---------------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def show(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    # -- events ----------------------------------------------------------------------------------------
+    def _on_upload(self, change) -> None:
+        """Save the uploaded file into `output_dir/uploads` and put its path in the path box."""
+        if not change["new"]:
+            return
+        # ipywidgets 8: a tuple of {name, content, ...}; 7 (Colab's default): {name: {metadata, content}}
+        new = change["new"]
+        item = new[0] if isinstance(new, (tuple, list)) else next(iter(new.values()))
+        name = Path(item["name"] if "name" in item else item["metadata"]["name"]).name
+        content = bytes(item["content"])
+        target = self.output_dir / "uploads" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        self.path.value = str(target)
+        self._say(f"uploaded {name} ({len(content) / 2**20:.1f} MB)")
+
+    def _on_run(self, _=None) -> None:
+        self.messages.outputs = ()
+        self.run_button.disabled = True
+        try:
+            self._guard(self._run)
+        finally:
+            self.run_button.disabled = False
+
+    def _run(self) -> None:
+        if not self.path.value.strip():
+            raise ReferDinoError("no video chosen: upload one or type the path of a video file")
+        self.progress.value = 0.0
+        segmentation = self.predictor.segment(
+            self.path.value.strip(), self.expressions.value, stride=self.stride.value,
+            max_frames=self.max_frames.value or None, short_side=self.short_side,
+            query_decay=self.query_decay.value, progress=self._on_progress)
+        self._set_result(segmentation)
+        for note in segmentation.notes:
+            self._say(note)
+        if segmentation.untrained:
+            self._say("these are UNTRAINED random weights: the masks are meaningless (a UI and pipeline check)")
+        self._say(f"segmented {segmentation.num_frames} frames x {len(segmentation)} expressions in "
+                  f"{segmentation.timings.get('total_s', 0):.1f} s")
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        self.progress.value = fraction
+        self.status.value = message
+
+    def _on_query_decay(self, change) -> None:
+        if self.segmentation is not None:
+            self._say(f"pruning keep ratio {change['new']:g}: press Run to apply it")
+
+    def _on_threshold(self, _=None) -> None:
+        if self.segmentation is not None:
+            self._guard(self._render)
+
+    def _on_export(self, kind: str) -> None:
+        self._guard(lambda: self._export(kind))
+
+    # -- rendering from the cached result --------------------------------------------------------------
+    def _set_result(self, segmentation: VideoSegmentation) -> None:
+        self.segmentation = segmentation
+        height, width = segmentation.frame_size
+        fits = segmentation.num_frames * height * width * 3 <= FRAME_CACHE_MB * 2**20
+        self._frames = list(segmentation.iter_frames()) if fits else None
+        self._video_threshold = None
+        self.exports.value = ""
+        self._quiet = True  # no frame rendering while the scrubber and the dropdown change
+        try:
+            self.frame.value = 0
+            self.frame.max = segmentation.num_frames - 1
+            self.heatmap_expression.options = segmentation.expressions
+            self.heatmap_expression.value = segmentation.expressions[0]
+        finally:
+            self._quiet = False
+        self._set_result_enabled(True)
+        self.plot.value = png_bytes(plot_scores(segmentation))
+        self.progress.value = 1.0
+        self.status.value = "done"
+        self._render()
+
+    def _render(self) -> None:
+        """The overlay video at the current threshold, then the current frame."""
+        self.video.value = self._overlay_video().read_bytes()
+        self._show_frame()
+
+    def _overlay_video(self) -> Path:
+        """The overlay MP4 at the current threshold (re-encoded only when the threshold changed)."""
+        threshold = self.threshold.value
+        if self._video_threshold != threshold:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self._video_path = render_overlay_video(self.segmentation, self._iter_frames(),
+                                                    self.output_dir / f"{self._stem()}_overlay.mp4",
+                                                    threshold=threshold)
+            self._video_threshold = threshold
+        return self._video_path
+
+    def _show_frame(self) -> None:
+        if self.segmentation is None or self._quiet:
+            return
+        index, frame = self.frame.value, self._frame(self.frame.value)
+        threshold = self.threshold.value
+        self.overlay_image.value = png_bytes(render_frame(self.segmentation, frame, index, threshold))
+        self.heatmap_image.value = png_bytes(render_heatmap_frame(
+            self.segmentation, frame, index, expression=self.heatmap_expression.value, threshold=threshold))
+
+    def _export(self, kind: str) -> None:
+        if self.segmentation is None:
+            raise ReferDinoError("nothing to export yet: press Run first")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        base, threshold = self.output_dir / self._stem(), self.threshold.value
+        if kind == "mp4":
+            path = self._overlay_video()
+        else:
+            writer, suffix = {"png": (export_png_zip, "_masks.zip"), "rle": (export_coco_rle, "_rle.json"),
+                              "csv": (export_csv, "_scores.csv")}[kind]
+            path = writer(self.segmentation, f"{base}{suffix}", threshold=threshold)
+        self.exports.value += _file_line(Path(path))
+        self._say(f"wrote {path}")
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _iter_frames(self):
+        return iter(self._frames) if self._frames is not None else self.segmentation.iter_frames()
+
+    def _frame(self, index: int) -> np.ndarray:
+        if self._frames is not None:
+            return self._frames[index]
+        return next(itertools.islice(self.segmentation.iter_frames(), index, None))
+
+    def _stem(self) -> str:
+        source = self.segmentation.source if self.segmentation is not None else None
+        stem = Path(source).stem if source else "video"
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "video"
+
+    def _set_result_enabled(self, enabled: bool) -> None:
+        for widget in (self.frame, self.heatmap_expression, self.export_png, self.export_rle, self.export_csv,
+                       self.export_video):
+            widget.disabled = not enabled
+
+    def _guard(self, action) -> None:
+        """Run an action; show a ReferDinoError as one line, anything else as one line plus a logged traceback."""
+        try:
+            action()
+        except ReferDinoError as err:
+            self._say(f"Error: {err}", error=True)
+        except Exception as err:  # noqa: BLE001 - the UI must survive; the traceback goes to the log
+            logger.exception("ReferDinoPanel: unexpected error")
+            self._say(f"Unexpected error ({type(err).__name__}): {err}", error=True)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        if error:
+            self.messages.append_stderr(text + "\n")
+            self.status.value = "error"
+        else:
+            self.messages.append_stdout(text + "\n")

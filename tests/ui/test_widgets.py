@@ -1,0 +1,163 @@
+"""The notebook panel driven from Python, as a front-end would: clicks and slider values, then what it shows."""
+
+import csv
+import datetime
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from referdino_demo.examples import synthetic_clip
+from referdino_demo.io import probe_video, write_video
+from referdino_demo.predictor import ReferDinoPredictor
+from referdino_demo.ui.widgets import ReferDinoPanel
+
+SHORT = 128
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return ReferDinoPredictor.from_pretrained("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "red ball.mp4"
+    return write_video(path, synthetic_clip("red_ball", num_frames=FRAMES, size=(72, 128)), 12)
+
+
+@pytest.fixture
+def model_calls(predictor):
+    """Names of the model's parts that ran while the test held this list."""
+    calls = []
+    handles = [module.register_forward_pre_hook(lambda m, a, _n=name: calls.append(_n))
+               for name, module in predictor.model.named_children()]
+    yield calls
+    for handle in handles:
+        handle.remove()
+
+
+@pytest.fixture
+def panel(predictor, video, tmp_path):
+    panel = ReferDinoPanel(predictor, output_dir=tmp_path / "out", short_side=SHORT)
+    panel.path.value = str(video)
+    panel.expressions.value = "the red ball\nthe blue square"
+    return panel
+
+
+@pytest.fixture
+def ran(panel):
+    panel.run_button.click()
+    assert panel.segmentation is not None, texts(panel)
+    return panel
+
+
+def texts(panel, stream=None) -> str:
+    return "".join(o["text"] for o in panel.messages.outputs if stream in (None, o["name"]))
+
+
+def png(data: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG"
+    return np.asarray(image)
+
+
+def test_run_shows_video_frames_and_plot(ran, tmp_path):
+    assert texts(ran, "stderr") == "" and "segmented 6 frames x 2 expressions" in texts(ran)
+    assert "UNTRAINED" in texts(ran)  # tiny-random results are labelled
+    assert ran.progress.value == 1.0 and not ran.run_button.disabled
+    # The overlay video is an H.264 MP4 a browser (and Colab) plays.
+    assert ran.video.format == "mp4"
+    file = tmp_path / "played.mp4"
+    file.write_bytes(ran.video.value)
+    probe = probe_video(file)
+    assert probe.codec == "h264" and probe.pix_fmt == "yuv420p" and probe.num_frames == FRAMES
+    assert ran.frame.max == FRAMES - 1 and not ran.frame.disabled
+    assert png(ran.overlay_image.value).shape[:2] == (72, 128)
+    assert png(ran.heatmap_image.value).shape[:2] == (72, 128)
+    assert list(ran.heatmap_expression.options) == ["the red ball", "the blue square"]
+    assert png(ran.plot.value).shape[1] > 300  # the score plot figure
+
+
+def test_threshold_and_frame_rerender_without_a_model_call(ran, model_calls):
+    overlay, heatmap, video = ran.overlay_image.value, ran.heatmap_image.value, ran.video.value
+    ran.threshold.value = 0.8  # tiny-random probabilities sit around 0.4-0.7: the masks empty out
+    assert ran.overlay_image.value != overlay and ran.video.value != video
+    assert ran.heatmap_image.value != heatmap  # the contour of probability > threshold is gone
+    at_08 = ran.overlay_image.value
+    ran.frame.value = 3
+    assert ran.overlay_image.value != at_08
+    ran.heatmap_expression.value = "the blue square"
+    assert model_calls == []
+    assert texts(ran, "stderr") == ""
+
+
+def test_pruning_change_applies_on_the_next_run(ran, model_calls, predictor):
+    config = predictor.model.config
+    assert ran.segmentation[0].scores.shape[1] == config.query_counts()[-1]
+    ran.query_decay.value = 1.0
+    assert model_calls == [] and "press Run" in texts(ran)
+    ran.run_button.click()
+    assert "backbone" in model_calls and "decoder" in model_calls
+    assert ran.segmentation[0].scores.shape[1] == config.replace(query_decay=1.0).query_counts()[-1] == 300
+
+
+@pytest.mark.parametrize("expressions, video, message", [
+    ("", None, "no expression given"),
+    (" \n  \n", None, "no expression given"),
+    ("the red ball", "", "no video chosen"),
+    ("the red ball", "/no/such/video.mp4", "video.mp4"),
+])
+def test_input_errors_show_one_readable_line(panel, model_calls, expressions, video, message):
+    panel.expressions.value = expressions
+    if video is not None:
+        panel.path.value = video
+    panel.run_button.click()
+    errors = texts(panel, "stderr")
+    assert errors.startswith("Error: ") and message in errors and errors.count("\n") == 1
+    assert "Traceback" not in texts(panel)
+    assert model_calls == [] and panel.segmentation is None
+    assert panel.status.value == "error" and not panel.run_button.disabled
+
+
+def test_exports_write_files_and_show_links(ran, tmp_path):
+    for button in (ran.export_png, ran.export_rle, ran.export_csv, ran.export_video):
+        button.click()
+    out = tmp_path / "out"
+    names = ["red_ball_masks.zip", "red_ball_rle.json", "red_ball_scores.csv", "red_ball_overlay.mp4"]
+    for name in names:
+        assert (out / name).is_file() and name in ran.exports.value
+    with zipfile.ZipFile(out / "red_ball_masks.zip") as archive:
+        assert sum(n.endswith(".png") for n in archive.namelist()) == 2 * FRAMES
+    assert json.loads((out / "red_ball_rle.json").read_text())["info"]["num_frames"] == FRAMES
+    rows = list(csv.DictReader((out / "red_ball_scores.csv").open()))
+    assert len(rows) == 2 * FRAMES
+    assert probe_video(out / "red_ball_overlay.mp4").codec == "h264"
+    assert texts(ran, "stderr") == ""
+
+
+def test_exports_before_a_run_explain_what_to_do(panel):
+    panel._on_export("csv")  # the buttons are disabled until a result exists; the handler still guards
+    assert "press Run first" in texts(panel, "stderr") and panel.export_csv.disabled
+
+
+def test_upload_fills_the_path(panel, video, tmp_path):
+    content = video.read_bytes()
+    panel.upload.value = ({"name": "upload.mp4", "type": "video/mp4", "size": len(content),
+                           "content": memoryview(content),
+                           "last_modified": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)},)
+    saved = tmp_path / "out" / "uploads" / "upload.mp4"
+    assert panel.path.value == str(saved) and saved.read_bytes() == content
+    panel.run_button.click()
+    assert panel.segmentation.num_frames == FRAMES and panel.segmentation.source == str(saved)
+
+
+def test_from_pretrained_displays_itself(tmp_path):
+    panel = ReferDinoPanel.from_pretrained("tiny-random", output_dir=tmp_path)
+    bundle = panel._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id
+    assert "tiny-random" in panel.header.value and "UNTRAINED" in panel.header.value
