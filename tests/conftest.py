@@ -32,3 +32,14 @@ def tiny_model():
     from referdino_demo.checkpoints.loading import tiny_random_model
 
     return tiny_random_model()
+
+
+@pytest.fixture
+def model_calls(predictor):
+    """Names of the model's parts that ran while the test held this list (the module's `predictor`)."""
+    calls = []
+    handles = [module.register_forward_pre_hook(lambda m, a, _n=name: calls.append(_n))
+               for name, module in predictor.model.named_children()]
+    yield calls
+    for handle in handles:
+        handle.remove()

@@ -70,17 +70,6 @@ def test_several_expressions_equal_each_alone(predictor, clip, both):
         np.testing.assert_array_equal(alone.candidate_logits, both[expression].candidate_logits)
 
 
-@pytest.fixture
-def model_calls(predictor):
-    """Names of the model's parts that ran while the test held this list."""
-    calls = []
-    handles = [module.register_forward_pre_hook(lambda m, a, _n=name: calls.append(_n))
-               for name, module in predictor.model.named_children()]
-    yield calls
-    for handle in handles:
-        handle.remove()
-
-
 def test_model_calls_are_counted(predictor, clip, model_calls):
     predictor.segment(clip[:2], "a dog", short_side=SHORT)
     assert "backbone" in model_calls and "mask_decoder" in model_calls

@@ -31,17 +31,6 @@ def video(tmp_path_factory):
 
 
 @pytest.fixture
-def model_calls(predictor):
-    """Names of the model's parts that ran while the test held this list."""
-    calls = []
-    handles = [module.register_forward_pre_hook(lambda m, a, _n=name: calls.append(_n))
-               for name, module in predictor.model.named_children()]
-    yield calls
-    for handle in handles:
-        handle.remove()
-
-
-@pytest.fixture
 def panel(predictor, video, tmp_path):
     panel = ReferDinoPanel(predictor, output_dir=tmp_path / "out", short_side=SHORT)
     panel.path.value = str(video)
