@@ -31,6 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     predictor = ReferDinoPredictor(build(args.config), synthetic_tokenizer(), device=args.device)
     frames = clip(args.frames, tuple(args.size))
+    # Warm up on two frames (lazy initialisation), then measure.
+    predictor.segment(frames[:2], EXPRESSIONS[: args.expressions], short_side=SHORT_SIDE[args.config])
     baseline = peak_rss_mb()
     start = time.perf_counter()
     result = predictor.segment(frames, EXPRESSIONS[: args.expressions], short_side=SHORT_SIDE[args.config],

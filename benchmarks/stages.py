@@ -29,7 +29,9 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
     t: dict[str, float] = {}
     autocast = torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
     with autocast:
-        for _ in range(repeats):
+        for repeat in range(repeats + 1):  # the first pass warms up (lazy inits, allocator) and is discarded
+            if repeat == 1:
+                t.clear()
             with timer(t, "preprocess"):
                 pixels = preprocess_frames(raw, SHORT_SIDE[config]).to(device)
             with timer(t, "text", device):
