@@ -1,0 +1,81 @@
+"""ReferDINO in the browser: `python app.py` (also the Hugging Face Space entry point).
+
+    python app.py                                   # the default Hub checkpoint, downloaded on first use
+    python app.py --checkpoint /path/to/ryt_swinb.pth
+    python app.py --random-weights                  # untrained tiny model: try the UI without any download
+
+Environment: REFERDINO_CHECKPOINT (default checkpoint), REFERDINO_RANDOM_WEIGHTS=1, REFERDINO_MAX_FRAMES,
+REFERDINO_MAX_DURATION_S, REFERDINO_MAX_UPLOAD_MB, REFERDINO_CONCURRENCY, REFERDINO_DEVICE, REFERDINO_VOCAB; Gradio's
+own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT apply when --host / --port are not given. Importing this file loads no
+model and starts no server.
+"""
+
+try:  # ZeroGPU: `spaces` must be imported before anything initialises CUDA
+    import spaces  # noqa: F401
+except ImportError:
+    spaces = None
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from referdino_demo.checkpoints.hub import TINY_RANDOM
+from referdino_demo.cli import CHECKPOINT_ENV, default_checkpoint
+from referdino_demo.errors import ReferDinoError
+from referdino_demo.ui.gradio_app import build_demo
+from referdino_demo.ui.session import AppConfig, PredictorRegistry, environment_flag
+
+ROOT = Path(__file__).resolve().parent
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description="ReferDINO referring video object segmentation in the browser")
+    parser.add_argument("--checkpoint", default=default_checkpoint(),
+                        help=f"Hub name, released file, local .pth/folder or '{TINY_RANDOM}' (env {CHECKPOINT_ENV})")
+    parser.add_argument("--random-weights", action="store_true", default=environment_flag("REFERDINO_RANDOM_WEIGHTS"),
+                        help=f"development mode: load '{TINY_RANDOM}' (untrained) and mark every result")
+    parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; 0.0.0.0 for a LAN)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 7860, or the next free one)")
+    parser.add_argument("--share", action="store_true", help="also serve on a temporary public gradio.live link")
+    parser.add_argument("--max-frames", type=int, default=int(env("REFERDINO_MAX_FRAMES", 96)),
+                        help="frame budget; longer clips are subsampled evenly")
+    parser.add_argument("--max-duration", type=float, default=float(env("REFERDINO_MAX_DURATION_S", 120)),
+                        help="longest accepted clip in seconds")
+    parser.add_argument("--max-upload-mb", type=float, default=float(env("REFERDINO_MAX_UPLOAD_MB", 200)))
+    parser.add_argument("--concurrency", type=int, default=int(env("REFERDINO_CONCURRENCY", 1)),
+                        help="segmentations run at the same time (each holds a model's activations)")
+    parser.add_argument("--device", default=env("REFERDINO_DEVICE"), help="cuda, mps or cpu (default: the best)")
+    parser.add_argument("--vocab", default=env("REFERDINO_VOCAB"),
+                        help="local bert-base-uncased vocab.txt for offline use (default: the Hugging Face cache)")
+    return parser.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace) -> AppConfig:
+    checkpoint = TINY_RANDOM if args.random_weights else args.checkpoint
+    return AppConfig(default_checkpoint=checkpoint, extra_checkpoints=(args.checkpoint,), max_frames=args.max_frames,
+                     max_duration_s=args.max_duration, max_upload_mb=args.max_upload_mb,
+                     concurrency=args.concurrency, examples_dir=ROOT / "examples")
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    config = make_config(args)
+    registry = PredictorRegistry(device=args.device, vocab=args.vocab)
+    if spaces is not None and os.environ.get("SPACES_ZERO_GPU"):
+        try:  # ZeroGPU wants the weights loaded (and moved to "cuda") in the main process, before serving
+            registry.get(config.default_checkpoint)
+        except ReferDinoError as err:  # the page shows the same message and offers tiny-random
+            print(f"app: {err}", file=sys.stderr)
+    demo = build_demo(config, registry)
+    # Segment runs at most `concurrency` at a time (its own limit); redrawing is cheaper and may overlap.
+    demo.queue(default_concurrency_limit=max(2, config.concurrency), max_size=32).launch(
+        server_name=args.host, server_port=args.port, share=args.share, max_file_size=config.max_upload_bytes,
+        footer_links=["api", "gradio", "settings"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""The Gradio app: `build_demo(config, registry) -> gr.Blocks`. Layout and short handlers only; the work is in
+`referdino_demo.ui.session` and the package.
+
+API (stable names, for `gradio_client`): `/segment` runs the model; `/rerender` redraws the cached result at a
+threshold, opacity, expression and candidate query; `/inspect_frame` draws one frame. Other events are private.
+"""
+
+import functools
+import logging
+
+import gradio as gr
+
+from ..checkpoints.hub import TINY_RANDOM
+from ..errors import CheckpointNotFoundError, ReferDinoError
+from .session import (DTYPES, AppConfig, Backend, PredictorRegistry, RunOptions, View, Workspace, as_text,
+                      canonical_checkpoint, message)
+
+log = logging.getLogger(__name__)
+
+INTRO = """# ReferDINO: referring video object segmentation
+Give a video and describe objects in words, one per line; ReferDINO segments each of them in every frame.
+The mask threshold, opacity, expression, candidate query and frame redraw the last result at once; changing
+the video, expressions, checkpoint or the settings on the left needs **Segment** again."""
+RESULT_VIDEO = dict(autoplay=True, loop=True, buttons=["download"], height=400, interactive=False)
+NO_RESULT = "No result yet: upload a video, type an expression and press Segment first."
+STALE = "✏️ Inputs changed since the last run: press **Segment** to apply them."
+TRY_TINY = (f" To try the app without the weights, choose '{TINY_RANDOM}' in the Checkpoint menu (untrained: "
+            "random masks).")
+
+
+def _user_errors(handler):
+    """Errors a user can cause become a `gr.Error` with the package's message; anything else is logged."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except CheckpointNotFoundError as err:
+            raise gr.Error(message(err) + TRY_TINY, print_exception=False) from None
+        except ReferDinoError as err:
+            raise gr.Error(message(err), print_exception=False) from None
+        except Exception as err:
+            log.exception("%s failed", handler.__name__)
+            if type(err).__name__ == "OutOfMemoryError":
+                raise gr.Error("Out of memory: lower Max frames or the short side (Advanced), or raise the stride.",
+                               print_exception=False) from None
+            raise gr.Error(f"Something went wrong ({type(err).__name__}); the server log has the details. Try "
+                           "again, or a shorter clip.", print_exception=False) from None
+
+    return wrapper
+
+
+def _require(state):
+    if state is None:
+        raise gr.Error(NO_RESULT, print_exception=False)
+    return state
+
+
+def _rendered_outputs(result, rendered) -> tuple:
+    """Values for: overlay, heatmap, plot, candidate, frame overlay, frame heatmap, downloads, info."""
+    files = [str(p) for p in (*rendered.downloads, rendered.overlay_video, rendered.heatmap_video)]
+    return (str(rendered.overlay_video), str(rendered.heatmap_video), rendered.plot,
+            gr.update(choices=rendered.candidates, value=rendered.candidate), rendered.frame_overlay,
+            rendered.frame_heatmap, files, result.summary())
+
+
+class _Handlers:
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    @_user_errors
+    def segment(self, video, expressions, checkpoint, query_decay, num_candidates, threshold, opacity, stride,
+                max_frames, short_side, dtype, state, request: gr.Request, progress=gr.Progress()):
+        options = RunOptions(checkpoint, dtype, query_decay, num_candidates, stride, max_frames, short_side)
+        result = self.backend.segment(video, expressions, options, getattr(request, "session_hash", None), progress)
+        for note in result.segmentation.notes:
+            gr.Warning(message(note))
+        progress(0.95, desc="rendering videos and exports")
+        rendered = result.render(View(threshold, opacity))
+        if state is not None:
+            state.close()
+        names = result.segmentation.expressions
+        return (result, *_rendered_outputs(result, rendered), gr.update(choices=names, value=names[0]),
+                gr.update(maximum=max(result.segmentation.num_frames - 1, 1), value=0), "")
+
+    @_user_errors
+    def rerender(self, state, threshold, opacity, expression, candidate, frame):
+        result = _require(state)
+        result.choose(expression, candidate)
+        return _rendered_outputs(result, result.render(View(threshold, opacity, expression, frame)))
+
+    def show_expression(self, state, threshold, opacity, expression, frame):
+        return self.rerender(state, threshold, opacity, expression, None, frame)
+
+    @_user_errors
+    def inspect_frame(self, state, frame, threshold, opacity, expression):
+        return _require(state).inspect(View(threshold, opacity, expression, frame))
+
+    def load_model(self, checkpoint):
+        try:
+            predictor = self.backend.registry.get(checkpoint)
+        except Exception as err:
+            if not isinstance(err, ReferDinoError):
+                log.exception("loading %s failed", checkpoint)
+            return f"⚠️ **Could not load the checkpoint.** {message(err)}\n\n**{TRY_TINY.strip()}**"
+        status = f"**Model:** {as_text(predictor.describe())}"
+        if predictor.untrained:
+            status = f"⚠️ **Untrained random weights** (development mode): masks are random. {status}"
+        return status
+
+    @staticmethod
+    def mark_stale(state):
+        return "" if state is None else STALE
+
+    def end_session(self, request: gr.Request):
+        self.backend.workspace.remove(getattr(request, "session_hash", None))
+
+
+def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | None = None,
+               workspace: Workspace | None = None) -> gr.Blocks:
+    """The app's page. Nothing is loaded here: predictors load on first use (page load or Segment).
+
+    registry: shared predictors (default: a new one); workspace: where per-session files go (default: a new
+    temporary folder, removed at exit)."""
+    config = config or AppConfig()
+    handlers = _Handlers(Backend(config, registry or PredictorRegistry(), workspace))
+    with gr.Blocks(title="ReferDINO video segmentation", delete_cache=(1800, 3600)) as demo:
+        state = gr.State(None, delete_callback=lambda result: result is not None and result.close())
+        gr.Markdown(INTRO)
+        model_status = gr.Markdown("Model: loading…", elem_id="model-status")
+        with gr.Row():
+            with gr.Column(scale=5):
+                video = gr.Video(label="Video", sources=["upload", "webcam"], elem_id="input-video")
+                expressions = gr.Textbox(label="Expressions (one per line)", lines=3, elem_id="expressions",
+                                         placeholder="the red ball moving to the left\nthe blue square")
+                checkpoint = gr.Dropdown(config.checkpoint_choices(), label="Checkpoint",
+                                         value=canonical_checkpoint(config.default_checkpoint))
+                query_decay = gr.Slider(0.3, 1.0, 0.5, step=0.05, label="Pruning keep ratio (query_decay)",
+                                        info="share of queries each decoder layer keeps; lower is faster")
+                num_candidates = gr.Slider(1, 10, 5, step=1, label="Candidate queries to keep",
+                                           info="the best queries by mean score; the first is the official choice")
+                with gr.Accordion("Advanced", open=False):
+                    stride = gr.Slider(1, 10, 1, step=1, label="Stride: keep every N-th frame")
+                    max_frames = gr.Slider(1, max(2, config.max_frames), config.max_frames, step=1, label="Max frames",
+                                           info="longer clips are subsampled evenly to this many frames")
+                    short_side = gr.Slider(128, 720, config.short_side, step=8, label="Model input short side (px)")
+                    dtype = gr.Dropdown(list(DTYPES), value="auto", label="Precision")
+                run = gr.Button("Segment", variant="primary", elem_id="segment-button")
+                if config.examples():
+                    gr.Examples(config.examples(), inputs=[video, expressions], label="Examples (synthetic clips)")
+            with gr.Column(scale=7):
+                stale = gr.Markdown(elem_id="stale")
+                with gr.Row():
+                    threshold = gr.Slider(0.01, 0.99, 0.5, step=0.01, label="Mask threshold", elem_id="threshold")
+                    opacity = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Overlay / heatmap opacity")
+                with gr.Row():
+                    expression = gr.Dropdown([], label="Expression (heatmap, candidates)", interactive=True)
+                    candidate = gr.Dropdown([], label="Candidate query", interactive=True)
+                with gr.Tabs():
+                    with gr.Tab("Overlay"):
+                        overlay = gr.Video(label="Overlay", elem_id="overlay-video", **RESULT_VIDEO)
+                    with gr.Tab("Heatmap"):
+                        heatmap = gr.Video(label="Confidence heatmap", elem_id="heatmap-video", **RESULT_VIDEO)
+                    with gr.Tab("Inspect frame"):
+                        frame = gr.Slider(0, 1, 0, step=1, label="Frame", elem_id="frame")
+                        with gr.Row():
+                            frame_overlay = gr.Image(label="Overlay", format="png", interactive=False,
+                                                     elem_id="frame-overlay")
+                            frame_heatmap = gr.Image(label="Heatmap", format="png", interactive=False,
+                                                     elem_id="frame-heatmap")
+                    with gr.Tab("Downloads"):
+                        downloads = gr.File(label="Masks (PNG zip), COCO RLE JSON, scores CSV, videos",
+                                            file_count="multiple", interactive=False, elem_id="downloads")
+                plot = gr.Plot(label="Score per frame", format="png", elem_id="score-plot")
+                info = gr.Markdown(elem_id="result-info")
+
+        rendered = [overlay, heatmap, plot, candidate, frame_overlay, frame_heatmap, downloads, info]
+        view = [threshold, opacity, expression]
+        run.click(handlers.segment,
+                  [video, expressions, checkpoint, query_decay, num_candidates, *view[:2], stride, max_frames,
+                   short_side, dtype, state],
+                  [state, *rendered, expression, frame, stale], api_name="segment", concurrency_id="model",
+                  concurrency_limit=config.concurrency)
+        gr.on([threshold.release, opacity.release, candidate.input], handlers.rerender,
+              [state, *view, candidate, frame], rendered, api_name="rerender", trigger_mode="always_last")
+        expression.input(handlers.show_expression, [state, *view, frame], rendered, api_visibility="private",
+                         trigger_mode="always_last")
+        frame.release(handlers.inspect_frame, [state, frame, *view], [frame_overlay, frame_heatmap],
+                      api_name="inspect_frame", trigger_mode="always_last", show_progress="minimal")
+        gr.on([demo.load, checkpoint.change], handlers.load_model, checkpoint, model_status,
+              api_visibility="private", show_progress="minimal")
+        gr.on([c.change for c in (video, expressions, checkpoint, query_decay, num_candidates, stride, max_frames,
+                                  short_side, dtype)],
+              handlers.mark_stale, state, stale, api_visibility="private", queue=False, show_progress="hidden")
+        demo.unload(handlers.end_session)
+    return demo

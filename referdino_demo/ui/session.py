@@ -1,0 +1,442 @@
+"""What the Gradio app needs that is not UI: settings, the predictor registry, input checks before any model
+work, running the model (on ZeroGPU when the `spaces` package is there) and rendering one user's cached result
+into files in that user's private folder.
+
+Nothing here imports gradio, so it can be tested and reused without a browser. The model runs only in
+`Backend.segment`; everything `SessionResult` does (threshold, opacity, candidate, frame, expression) works from
+the cached `VideoSegmentation` and the re-decoded frames.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import html
+import itertools
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoints.hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
+from ..errors import InputLimitError, ReferDinoError, VideoReadError
+from ..io.video_reader import VideoFrames, iter_video
+from ..results import VideoSegmentation
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+# -- settings -----------------------------------------------------------------------------------------
+def canonical_checkpoint(name: str) -> str:
+    """One spelling per checkpoint: 'ryt_swinb.pth' and 'liangtm/referdino/ryt_swinb.pth' are the same."""
+    name = str(name).strip()
+    if name in RELEASED:
+        return f"{HUB_REPO}/{name}"
+    if name == HUB_REPO:
+        return f"{HUB_REPO}/{DEFAULT_CHECKPOINT}"
+    return name
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Settings of one app instance (command line / environment); per-run choices are `RunOptions`.
+
+    max_frames: frame budget (longer clips are subsampled to it) and the largest value the UI offers.
+    max_duration_s: longest clip accepted; max_upload_mb: largest upload (also `launch(max_file_size=)`).
+    """
+
+    default_checkpoint: str = f"{HUB_REPO}/{DEFAULT_CHECKPOINT}"
+    extra_checkpoints: tuple[str, ...] = ()
+    max_frames: int = 96
+    max_duration_s: float = 120.0
+    max_upload_mb: float = 200.0
+    max_expressions: int = 8
+    short_side: int = 360
+    concurrency: int = 1
+    examples_dir: Path | None = None
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """For `launch(max_file_size=...)`."""
+        return int(self.max_upload_mb * 2**20)
+
+    def checkpoint_choices(self) -> list[tuple[str, str]]:
+        """(label, value) pairs for the checkpoint menu: released files, tiny-random, then custom names."""
+        choices = [(f"{name} ({c.trained_on})", f"{HUB_REPO}/{name}") for name, c in RELEASED.items()]
+        choices.append(("tiny-random (untrained weights: tries the interface, masks are random)", TINY_RANDOM))
+        for name in (self.default_checkpoint, *self.extra_checkpoints):
+            name = canonical_checkpoint(name)
+            if name not in [value for _, value in choices]:
+                choices.append((f"{name} (custom)", name))
+        return choices
+
+    def examples(self) -> list[list[str]]:
+        """[video path, expressions one per line] for every committed example clip."""
+        from ..examples import SCENES
+
+        if self.examples_dir is None:
+            return []
+        return [[str(self.examples_dir / f"{scene}.mp4"), "\n".join(texts)] for scene, texts in SCENES.items()
+                if (self.examples_dir / f"{scene}.mp4").is_file()]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The choices that need a model run (any change means pressing Segment again)."""
+
+    checkpoint: str
+    dtype: str = "auto"
+    query_decay: float = 0.5
+    num_candidates: int = 5
+    stride: int = 1
+    max_frames: int = 96
+    short_side: int = 360
+
+    def segment_kwargs(self, config: AppConfig) -> dict:
+        return dict(stride=int(self.stride), max_frames=min(int(self.max_frames), config.max_frames),
+                    short_side=int(self.short_side), query_decay=float(self.query_decay),
+                    num_candidates=int(self.num_candidates), max_duration_s=config.max_duration_s)
+
+
+# -- predictors ---------------------------------------------------------------------------------------
+class PredictorRegistry:
+    """Predictors by checkpoint name, each loaded once (thread-safe) on first use; dtypes share weights."""
+
+    def __init__(self, device: str | None = None, vocab: str | None = None, loader: Callable | None = None):
+        from ..predictor import ReferDinoPredictor
+
+        self.device, self.vocab = device, vocab
+        self._loader = loader or ReferDinoPredictor.from_pretrained
+        self._predictors: dict[tuple[str, str], object] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, checkpoint: str, dtype: str = "auto"):
+        """The predictor for `checkpoint`; raises `CheckpointNotFoundError` (etc.) with what to do.
+
+        One lock per checkpoint: a long download does not hold up users of checkpoints already loaded."""
+        from ..predictor import ReferDinoPredictor
+
+        name = canonical_checkpoint(checkpoint)
+        dtype = dtype or "auto"
+        with self._lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            if (name, "auto") not in self._predictors:
+                log.info("loading checkpoint %s", name)
+                self._predictors[name, "auto"] = self._loader(name, device=self.device, vocab=self.vocab)
+            if (name, dtype) not in self._predictors:
+                base = self._predictors[name, "auto"]
+                self._predictors[name, dtype] = ReferDinoPredictor(base.model, base.tokenizer, device=base.device,
+                                                                   dtype=dtype, checkpoint=base.checkpoint)
+            return self._predictors[name, dtype]
+
+    def loaded(self) -> list[str]:
+        return sorted({name for name, _ in self._predictors})
+
+
+def gpu_seconds(num_frames: int, num_expressions: int) -> int:
+    """ZeroGPU time to ask for: a fixed start plus a share per frame and expression, capped."""
+    return int(min(300, 20 + math.ceil(0.25 * num_frames * max(1, num_expressions))))
+
+
+def on_gpu(function: Callable, duration: Callable) -> Callable:
+    """`spaces.GPU(duration=duration)(function)` when the `spaces` package is importable (a no-op off
+    ZeroGPU), else `function` unchanged."""
+    try:
+        import spaces
+    except ImportError:
+        return function
+    return spaces.GPU(duration=duration)(function)
+
+
+# -- text for Markdown and toasts -----------------------------------------------------------------------
+def as_text(text: str) -> str:
+    """User text for Markdown/HTML output: shown literally, never interpreted as markup."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
+
+
+def message(err: BaseException) -> str:
+    """An error message for an HTML toast: tags shown as text."""
+    return html.escape(str(err), quote=False)
+
+
+# -- per-session files ----------------------------------------------------------------------------------
+class Workspace:
+    """A private temporary folder per browser session under one root, removed when the session ends."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="referdino-app-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        atexit.register(shutil.rmtree, self.root, True)
+
+    def new_folder(self, session: str | None) -> Path:
+        parent = self.root / _safe_name(session or "anonymous")
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="run-", dir=parent))
+
+    def remove(self, session: str | None) -> None:
+        if session:
+            shutil.rmtree(self.root / _safe_name(session), ignore_errors=True)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:64] or "anonymous"
+
+
+# -- running the model ----------------------------------------------------------------------------------
+class Backend:
+    """Checks inputs, runs the model once per request and wraps the result in a `SessionResult`."""
+
+    def __init__(self, config: AppConfig, registry: PredictorRegistry, workspace: Workspace | None = None):
+        self.config, self.registry = config, registry
+        self.workspace = workspace or Workspace()
+        self._run = on_gpu(self._run_model, self._gpu_duration)
+
+    def prepare(self, video: str | None, text: str | None, options: RunOptions) -> tuple[list[str], VideoFrames]:
+        """Validate everything a user can get wrong, before loading or running the model."""
+        from ..predictor import validate_expressions
+
+        if not video:
+            raise VideoReadError("No video given: upload a clip, record one with the webcam, or click an example.")
+        size_mb = Path(video).stat().st_size / 2**20 if Path(video).is_file() else 0.0
+        if size_mb > self.config.max_upload_mb:
+            raise InputLimitError(
+                f"The video is {size_mb:.1f} MB, over this app's upload limit of {self.config.max_upload_mb:g} MB. "
+                "Trim or downscale it first, e.g. `ffmpeg -i input -t 20 -vf scale=-2:720 -c:v libx264 "
+                "-pix_fmt yuv420p output.mp4`.")
+        expressions = validate_expressions(text or "", limit=self.config.max_expressions)
+        kwargs = options.segment_kwargs(self.config)
+        frames = iter_video(video, stride=kwargs["stride"], max_frames=kwargs["max_frames"],
+                            max_duration_s=kwargs["max_duration_s"])
+        return expressions, frames
+
+    def segment(self, video: str | None, text: str | None, options: RunOptions, session: str | None = None,
+                progress: Callable | None = None) -> "SessionResult":
+        expressions, frames = self.prepare(video, text, options)
+        self.registry.get(options.checkpoint, options.dtype)  # download/load outside any GPU time
+        segmentation = self._run(options.checkpoint, options.dtype, str(video), expressions,
+                                 options.segment_kwargs(self.config), len(frames), progress)
+        segmentation = dataclasses.replace(segmentation, frames=frames)  # decoded again when rendering
+        return SessionResult(segmentation, self.workspace.new_folder(session))
+
+    def _run_model(self, checkpoint: str, dtype: str, video: str, expressions: list[str], kwargs: dict,
+                   num_frames: int, progress: Callable | None) -> VideoSegmentation:
+        """The only model call. Arguments and result are picklable (ZeroGPU runs this in another process)."""
+        predictor = self.registry.get(checkpoint, dtype)
+        report = None if progress is None else (lambda fraction, text: progress(0.9 * fraction, desc=text))
+        segmentation = predictor.segment(video, expressions, progress=report, **kwargs)
+        return dataclasses.replace(segmentation, frames=None)
+
+    @staticmethod
+    def _gpu_duration(checkpoint, dtype, video, expressions, kwargs, num_frames, progress) -> int:
+        return gpu_seconds(num_frames, len(expressions))
+
+
+# -- one user's result ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class View:
+    """What the user looks at: none of it needs the model."""
+
+    threshold: float = 0.5
+    opacity: float = 0.5
+    expression: str | None = None
+    frame: int = 0
+
+
+@dataclass
+class Rendered:
+    overlay_video: Path
+    heatmap_video: Path
+    plot: object  # matplotlib Figure
+    frame_overlay: np.ndarray
+    frame_heatmap: np.ndarray
+    downloads: list[Path]
+    expression: str
+    candidates: list[tuple[str, int]]
+    candidate: int
+
+
+class SessionResult:
+    """A cached `VideoSegmentation` plus the user's candidate choices, rendered into `folder` on demand.
+
+    Products (videos, exports, plot) are memoised by the settings they depend on; older files are deleted
+    once a newer render of the same kind exists, so the folder stays small.
+    """
+
+    KEEP = 2  # renders kept per kind: the newest and the one the browser may still be fetching
+
+    def __init__(self, segmentation: VideoSegmentation, folder: Path):
+        self.segmentation, self.folder = segmentation, Path(folder)
+        self.choices: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._products: dict[str, list[tuple[tuple, object, Path]]] = {}
+        self._serial = itertools.count()
+        self._frame_cache: tuple[int, np.ndarray] | None = None
+
+    # choices
+    def view(self) -> VideoSegmentation:
+        """The segmentation showing each expression's chosen candidate query."""
+        results = {e: r.with_candidate(self.choices.get(e, 0)) for e, r in self.segmentation.results.items()}
+        return dataclasses.replace(self.segmentation, results=results)
+
+    def expression(self, expression: str | None) -> str:
+        names = self.segmentation.expressions
+        if expression in (None, ""):
+            return names[0]
+        if expression not in names:
+            raise ReferDinoError(f"no expression {expression!r} in this result; it has {names}")
+        return expression
+
+    def choose(self, expression: str | None, rank: int | None) -> None:
+        expression = self.expression(expression)
+        if rank is not None:
+            self.segmentation[expression].with_candidate(int(rank))  # raises for a rank that does not exist
+            self.choices[expression] = int(rank)
+
+    def candidates(self, expression: str) -> list[tuple[str, int]]:
+        result = self.segmentation[expression]
+        labels = []
+        for rank, query in enumerate(result.candidates):
+            label = f"#{rank}: query {int(query)}, mean score {result.mean_scores[query]:.3f}"
+            labels.append((label + (" (official choice)" if rank == 0 else ""), rank))
+        return labels
+
+    # rendering
+    def render(self, view: View) -> Rendered:
+        with self._lock:
+            self._check_source()
+            expression = self.expression(view.expression)
+            overlay, heatmap = self.overlay_video(view), self.heatmap_video(view)
+            frame_overlay, frame_heatmap = self.inspect(view)
+            return Rendered(overlay, heatmap, self.plot(), frame_overlay, frame_heatmap, self.exports(view.threshold),
+                            expression, self.candidates(expression), self.choices.get(expression, 0))
+
+    def overlay_video(self, view: View) -> Path:
+        from ..render import render_overlay_video
+
+        seg = self.view()
+        key = (view.threshold, view.opacity, self._key())
+        return self._product("overlay", key, lambda folder: render_overlay_video(
+            seg, seg.iter_frames(), folder / "overlay.mp4", threshold=view.threshold, opacity=view.opacity))
+
+    def heatmap_video(self, view: View) -> Path:
+        from ..render import render_heatmap_video
+
+        seg, expression = self.view(), self.expression(view.expression)
+        key = (expression, view.threshold, view.opacity, self._key())
+        return self._product("heatmap", key, lambda folder: render_heatmap_video(
+            seg, seg.iter_frames(), folder / "heatmap.mp4", expression=expression, threshold=view.threshold,
+            opacity=view.opacity))
+
+    def exports(self, threshold: float) -> list[Path]:
+        from ..export import export_coco_rle, export_csv, export_png_zip
+
+        seg = self.view()
+        return self._product("exports", (threshold, self._key()), lambda folder: [
+            export_png_zip(seg, folder / "masks.zip", threshold=threshold),
+            export_coco_rle(seg, folder / "masks_rle.json", threshold=threshold),
+            export_csv(seg, folder / "scores.csv", threshold=threshold)])
+
+    def plot(self):
+        from ..render import plot_scores
+
+        return self._product("plot", self._key(), lambda folder: plot_scores(self.view()))
+
+    def inspect(self, view: View) -> tuple[np.ndarray, np.ndarray]:
+        """Frame `view.frame` with every expression's overlay, and with the chosen expression's heatmap."""
+        from ..render import render_frame, render_heatmap_frame
+
+        with self._lock:
+            seg, index = self.view(), int(view.frame)
+            if not 0 <= index < seg.num_frames:
+                raise ReferDinoError(f"frame {index} does not exist; this result has {seg.num_frames} processed "
+                                     f"frames (0 to {seg.num_frames - 1})")
+            self._check_source()
+            frame = self.frame(index)
+            return (render_frame(seg, frame, index, view.threshold, opacity=view.opacity),
+                    render_heatmap_frame(seg, frame, index, expression=self.expression(view.expression),
+                                         threshold=view.threshold, opacity=view.opacity))
+
+    def frame(self, index: int) -> np.ndarray:
+        """Processed frame `index`, decoded again from the source (the last one asked for is cached)."""
+        if self._frame_cache is None or self._frame_cache[0] != index:
+            for position, frame in enumerate(self.segmentation.iter_frames()):
+                if position == index:
+                    self._frame_cache = (index, frame)
+                    break
+            else:
+                raise VideoReadError(f"frame {index} could not be decoded again from {self.segmentation.source}")
+        return self._frame_cache[1]
+
+    def summary(self) -> str:
+        """Markdown: what was processed, notes, and each expression's shown query (user text escaped)."""
+        seg = self.view()
+        height, width = seg.frame_size
+        lines = []
+        if seg.untrained:
+            lines.append("⚠️ **UNTRAINED WEIGHTS**: this result comes from random weights (development mode); "
+                         "the masks mean nothing.\n")
+        seconds = seg.timings.get("total_s", 0.0)
+        lines.append(f"**{seg.num_frames} frames** ({width}×{height}, {seg.fps:.3g} fps) segmented in {seconds:.1f} s "
+                     f"with {as_text(seg.checkpoint)}.")
+        lines += [f"- note: {as_text(note)}" for note in seg.notes]
+        lines.append("\n| | expression | query | mean score |\n|---|---|---|---|")
+        for index, result in enumerate(seg):
+            lines.append(f"| {_swatch(index)} | {as_text(result.expression)} | {result.query} | "
+                         f"{result.mean_scores[result.query]:.3f} |")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # internals
+    def _check_source(self) -> None:
+        source = self.segmentation.source
+        if source is not None and not Path(source).is_file():
+            raise VideoReadError("The video of this result is no longer on the server (uploads are kept about an "
+                                 "hour); upload it again and press Segment.")
+
+    def _key(self) -> tuple:
+        return tuple(sorted(self.choices.items()))
+
+    def _product(self, kind: str, key: tuple, make: Callable[[Path], object]):
+        """`make(folder)` in a fresh folder, memoised by `key`; older products of `kind` are deleted."""
+        with self._lock:
+            cached = self._products.setdefault(kind, [])
+            for old_key, value, folder in cached:
+                if old_key == key and folder.is_dir():  # the session's files may have been cleaned up
+                    return value
+            cached[:] = [entry for entry in cached if entry[0] != key]
+            folder = self.folder / f"{next(self._serial):05d}-{kind}"
+            folder.mkdir(parents=True)
+            try:
+                value = make(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            cached.append((key, value, folder))
+            while len(cached) > self.KEEP:
+                shutil.rmtree(cached.pop(0)[2], ignore_errors=True)
+            return value
+
+
+def _swatch(index: int) -> str:
+    from ..render import hex_color
+
+    return f'<span style="color:{hex_color(index)}">■</span>'
+
+
+def environment_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")

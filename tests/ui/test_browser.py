@@ -1,0 +1,184 @@
+"""The app in a real browser: Playwright (sync API) driving Debian's Chromium against the launched app with the
+tiny random model. Checks what only a browser can: the result video decodes (videoWidth > 0), the slider
+redraws, errors reach the page, markup in expressions stays text, and the page looks right (a 1280x900
+screenshot is saved in the test's temporary folder; with REFERDINO_UPDATE_SCREENSHOT=1 it replaces
+`docs/screenshot.png`, the README's picture).
+
+Needs `apt-get install chromium` (Playwright's own browser download is not used).
+"""
+
+import os
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from referdino_demo.ui.gradio_app import build_demo
+from referdino_demo.ui.session import AppConfig, PredictorRegistry, Workspace
+
+REPO = Path(__file__).resolve().parents[2]
+CLIP = REPO / "examples" / "red_ball.mp4"  # 24 frames, 320x180
+DOCS_SCREENSHOT = REPO / "docs" / "screenshot.png"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+TIMEOUT_MS = 90_000
+expect.set_options(timeout=TIMEOUT_MS)  # a CPU run of the tiny model takes seconds, not milliseconds
+VIDEO_READY = """async (selector) => {
+    const video = document.querySelector(selector);
+    if (video.readyState < 2) {
+        await new Promise((resolve, reject) => {
+            video.addEventListener("loadeddata", resolve, {once: true});
+            video.addEventListener("error", () => reject(new Error("video error " + video.error?.code)), {once: true});
+        });
+    }
+    return {width: video.videoWidth, height: video.videoHeight, duration: video.duration};
+}"""
+
+
+FIRST_FRAME = """async (selector) => {
+    const video = document.querySelector(selector);
+    video.pause();
+    if (video.currentTime !== 0) {
+        const seeked = new Promise((resolve) => video.addEventListener("seeked", resolve, {once: true}));
+        video.currentTime = 0;
+        await seeked;
+    }
+    await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+}"""
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("Chromium is not installed; the browser tests need it: apt-get install chromium")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return Workspace(tmp_path_factory.mktemp("sessions"))
+
+
+@pytest.fixture(scope="module")
+def url(workspace):
+    config = AppConfig(default_checkpoint="tiny-random", short_side=128, examples_dir=REPO / "examples")
+    demo = build_demo(config, PredictorRegistry(), workspace)
+    _, address, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                                        quiet=True, max_file_size=config.max_upload_bytes)
+    yield address
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+def segment(page, expressions: str, video: Path | None = CLIP) -> None:
+    if video is not None:
+        page.locator("#input-video input[type=file]").set_input_files(str(video))
+        expect(page.locator("#input-video video")).to_have_count(1)
+    page.locator("#expressions textarea").fill(expressions)
+    page.locator("#segment-button").click()
+
+
+def close_toasts(page) -> None:
+    for button in page.locator("[data-testid=toast-close]").all():
+        button.click()
+
+
+def overlay_src(page) -> str:
+    return page.locator("#overlay-video video").get_attribute("src") or ""
+
+
+def test_chromium_is_installed():
+    assert Path(chromium()).is_file()
+
+
+def test_page_shows_the_model_in_use_and_the_examples(page):
+    expect(page.locator("#model-status")).to_contain_text("tiny-random (UNTRAINED random weights) on CPU")
+    expect(page.locator("#model-status")).to_contain_text("Untrained random weights")
+    expect(page.get_by_text("Examples (synthetic clips)")).to_be_visible()
+
+
+def test_upload_segment_and_the_overlay_video_plays(page, tmp_path):
+    segment(page, "the red ball moving to the left\nthe blue square")
+    expect(page.locator("#overlay-video video")).to_have_attribute("src", re.compile(r"overlay\.mp4$"))
+    video = page.evaluate(VIDEO_READY, "#overlay-video video")
+    assert video["width"] == 320 and video["height"] == 180 and video["duration"] > 1.5
+    expect(page.locator("#result-info")).to_contain_text("24 frames")
+    expect(page.locator("#result-info")).to_contain_text("UNTRAINED WEIGHTS")
+    expect(page.locator("#score-plot img")).to_be_visible()
+    close_toasts(page)
+    page.mouse.move(0, 0)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.evaluate(FIRST_FRAME, "#overlay-video video")  # the same picture every run
+    screenshot = DOCS_SCREENSHOT if os.environ.get("REFERDINO_UPDATE_SCREENSHOT") else tmp_path / "screenshot.png"
+    page.screenshot(path=str(screenshot))
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_moving_the_threshold_slider_redraws_the_result(page):
+    before = overlay_src(page)
+    assert before.endswith("overlay.mp4")
+    slider = page.locator("#threshold input[type=range]")
+    box = slider.bounding_box()
+    slider.click(position={"x": box["width"] * 0.75, "y": box["height"] / 2})  # pointerup: the release event
+    expect(page.locator("#threshold input[type=number]")).not_to_have_value("0.5")
+    expect(page.locator("#overlay-video video")).not_to_have_attribute("src", before)
+    assert page.evaluate(VIDEO_READY, "#overlay-video video")["width"] == 320
+
+    page.get_by_role("tab", name="Inspect frame").click()
+    image = page.locator("#frame-overlay img")
+    first = image.get_attribute("src")
+    frame = page.locator("#frame input[type=range]")
+    box = frame.bounding_box()
+    frame.click(position={"x": box["width"] * 0.8, "y": box["height"] / 2})
+    expect(image).not_to_have_attribute("src", first)
+    page.get_by_role("tab", name="Overlay").click()
+
+
+def test_markup_in_an_expression_is_shown_as_text(page):
+    text = "<b>bold</b> ball <img src=x onerror=window.__xss=1>"
+    page.locator("#expressions textarea").fill(text)
+    expect(page.locator("#stale")).to_contain_text("press Segment")  # a changed input needs a new run
+    page.locator("#segment-button").click()
+    expect(page.locator("#result-info")).to_contain_text(text)  # the new result, with the markup as text
+    expect(page.locator("#stale")).not_to_contain_text("press Segment")
+    assert page.locator("#result-info b, #result-info img").count() == 0
+    assert page.evaluate("() => window.__xss") is None
+
+
+def test_empty_expression_shows_the_error_in_the_page_and_the_app_keeps_working(page):
+    close_toasts(page)
+    segment(page, "   \n  ", video=None)
+    expect(page.locator("[data-testid=toast-body]")).to_contain_text("no expression given")
+    segment(page, "the small blue square", video=None)
+    expect(page.locator("#result-info")).to_contain_text("the small blue square")
+    assert page.evaluate(VIDEO_READY, "#overlay-video video")["width"] == 320
+
+
+def test_closing_the_page_removes_the_session_files(page, workspace):
+    sessions = [folder for folder in workspace.root.iterdir() if any(folder.rglob("overlay.mp4"))]
+    assert len(sessions) == 1
+    page.close()
+    deadline = time.monotonic() + 30
+    while sessions[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not sessions[0].exists()

@@ -1,0 +1,341 @@
+"""The Gradio app, launched with the tiny random model and driven through `gradio_client` like an API user.
+
+Clips are synthetic (written here). Model calls are counted with forward pre-hooks on the predictor's modules, so
+the tests can tell a re-render from a re-run.
+"""
+
+import csv
+import importlib.util
+import json
+import pickle
+import socket
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from referdino_demo.examples import synthetic_clip
+from referdino_demo.io import probe_video, write_video
+from referdino_demo.ui.gradio_app import build_demo
+from referdino_demo.ui.session import AppConfig, Backend, PredictorRegistry, RunOptions, View, Workspace, gpu_seconds
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = AppConfig(default_checkpoint="tiny-random", max_frames=16, max_duration_s=6.0, max_upload_mb=1.0,
+                   max_expressions=4, short_side=128)
+TWO = "the red ball\nthe blue square"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(demo, config: AppConfig) -> str:
+    _, url, _ = demo.queue(default_concurrency_limit=2).launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+        max_file_size=config.max_upload_bytes)
+    return url
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return PredictorRegistry()
+
+
+@pytest.fixture(scope="module")
+def model_calls(registry):
+    """Names of the tiny model's parts that ran; tests clear it before the calls they check."""
+    calls = []
+    model = registry.get("tiny-random").model
+    handles = [module.register_forward_pre_hook(lambda m, a, _n=name: calls.append(_n))
+               for name, module in model.named_children()]
+    yield calls
+    for handle in handles:
+        handle.remove()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    corrupt = folder / "corrupt.mp4"
+    corrupt.write_text("this is not a video")
+    big = folder / "big.mp4"
+    big.write_bytes(np.random.default_rng(0).integers(0, 256, 3 * 2**20 // 2, dtype=np.uint8).tobytes())
+    return {
+        "clip": write_video(folder / "clip.mp4", synthetic_clip("red_ball", 12, (90, 160)), 12),  # 1 s
+        "small": write_video(folder / "small.mp4", synthetic_clip("crossing", 4, (48, 80)), 12),
+        "long": write_video(folder / "long.mp4", synthetic_clip("crossing", 96, (36, 64)), 12),  # 8 s > 6 s
+        "many": write_video(folder / "many.mp4", synthetic_clip("red_ball", 24, (48, 80)), 12),  # > 16 frames
+        "corrupt": corrupt,
+        "big": big,  # 1.5 MB > 1 MB
+    }
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return Workspace(tmp_path_factory.mktemp("sessions"))
+
+
+@pytest.fixture(scope="module")
+def app(registry, model_calls, workspace):
+    demo = build_demo(CONFIG, registry, workspace)
+    url = launch(demo, CONFIG)
+    yield demo, url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def session(app, tmp_path_factory):
+    """One client (one browser session) that has segmented `clip` with two expressions."""
+    return Client(app[1], verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+@pytest.fixture(scope="module")
+def first(session, clips, model_calls):
+    model_calls.clear()
+    outputs = session.predict(video=handle_file(clips["clip"]), expressions=TWO, api_name="/segment")
+    return dict(zip(SEGMENT_OUTPUTS, outputs)), list(model_calls)
+
+
+SEGMENT_OUTPUTS = ("overlay", "heatmap", "plot", "candidate", "frame_overlay", "frame_heatmap", "downloads", "info",
+                   "expression", "frame", "stale")
+RERENDER_OUTPUTS = SEGMENT_OUTPUTS[:8]
+
+
+def segment(client, video, expressions=TWO, **kwargs):
+    video = None if video is None else handle_file(video)
+    return dict(zip(SEGMENT_OUTPUTS, client.predict(video=video, expressions=expressions, api_name="/segment",
+                                                    **kwargs)))
+
+
+def rerender(client, threshold=0.5, opacity=0.5, expression="the red ball", candidate=0, frame=0):
+    return dict(zip(RERENDER_OUTPUTS, client.predict(threshold=threshold, opacity=opacity, expression=expression,
+                                                     candidate=candidate, frame=frame, api_name="/rerender")))
+
+
+def downloads(outputs) -> dict[str, Path]:
+    return {Path(p).name: Path(p) for p in outputs["downloads"]}
+
+
+def csv_rows(outputs) -> list[dict]:
+    with open(downloads(outputs)["scores.csv"], newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def assert_playable(path, frames: int, size=(160, 90)):
+    probe = probe_video(path)
+    assert (probe.codec, probe.pix_fmt) == ("h264", "yuv420p")
+    assert probe.num_frames == frames and (probe.width, probe.height) == size
+
+
+# -- the API ----------------------------------------------------------------------------------------------
+def test_only_the_documented_endpoints_are_public(session):
+    api = session.view_api(return_format="dict", print_info=False)
+    assert set(api["named_endpoints"]) == {"/segment", "/rerender", "/inspect_frame"}
+    assert not api["unnamed_endpoints"]
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/segment"]["parameters"]]
+    assert names == ["video", "expressions", "checkpoint", "query_decay", "num_candidates", "threshold", "opacity",
+                     "stride", "max_frames", "short_side", "dtype"]
+
+
+def test_segment_returns_playable_videos_plot_inspector_and_exports(first):
+    out, calls = first
+    assert "backbone" in calls and "mask_decoder" in calls  # the model ran
+    assert_playable(out["overlay"], 12)
+    assert_playable(out["heatmap"], 12)
+    assert out["frame"]["maximum"] == 11 and out["frame"]["value"] == 0
+    assert [c[0] for c in out["expression"]["choices"]] == ["the red ball", "the blue square"]
+    assert len(out["candidate"]["choices"]) == 5 and out["candidate"]["value"] == 0
+    assert "official choice" in out["candidate"]["choices"][0][0]
+    assert out["plot"]["type"] == "matplotlib" and out["plot"]["plot"].startswith("data:image/png;base64,")
+    assert Image.open(out["frame_overlay"]).size == (160, 90) and Image.open(out["frame_heatmap"]).size == (160, 90)
+    assert "12 frames" in out["info"] and "UNTRAINED WEIGHTS" in out["info"] and out["stale"] == ""
+
+    files = downloads(out)
+    assert set(files) == {"masks.zip", "masks_rle.json", "scores.csv", "overlay.mp4", "heatmap.mp4"}
+    with zipfile.ZipFile(files["masks.zip"]) as archive:
+        pngs = [n for n in archive.namelist() if n.endswith(".png")]
+        assert len(pngs) == 2 * 12
+        assert Image.open(archive.open(pngs[0])).size == (160, 90)
+    rle = json.loads(files["masks_rle.json"].read_text(encoding="utf-8"))
+    assert rle["info"]["num_frames"] == 12 and rle["info"]["untrained"] is True
+    assert len(rle["annotations"]) == 24 and {a["segmentation"]["size"][0] for a in rle["annotations"]} == {90}
+    rows = csv_rows(out)
+    assert len(rows) == 24 and {r["expression"] for r in rows} == {"the red ball", "the blue square"}
+
+
+def test_rerender_changes_the_outputs_without_running_the_model(session, first, model_calls):
+    out, _ = first
+    model_calls.clear()
+    low = rerender(session, threshold=0.2)
+    assert model_calls == []
+    assert_playable(low["overlay"], 12)
+    assert Path(low["overlay"]).read_bytes() != Path(out["overlay"]).read_bytes()
+    area = [sum(float(r["mask_area_px"]) for r in csv_rows(o)) for o in (out, low)]
+    assert area[1] > area[0]  # a lower threshold gives larger masks
+    rle = json.loads(downloads(low)["masks_rle.json"].read_text(encoding="utf-8"))
+    assert rle["info"]["threshold"] == 0.2
+
+    # another candidate query for one expression: its scores change, the other expression's do not
+    other = rerender(session, threshold=0.2, expression="the blue square", candidate=2, frame=3)
+    assert model_calls == []
+    assert other["candidate"]["value"] == 2
+    before, after = csv_rows(low), csv_rows(other)
+    for expression, changed in (("the blue square", True), ("the red ball", False)):
+        scores = [[r["score"] for r in rows if r["expression"] == expression] for rows in (before, after)]
+        assert (scores[0] != scores[1]) is changed
+    assert "| the blue square |" in other["info"]
+
+    frame = session.predict(frame=5, threshold=0.5, opacity=0.8, expression="the red ball", api_name="/inspect_frame")
+    assert model_calls == []
+    assert all(Image.open(path).size == (160, 90) for path in frame)
+    assert Path(frame[0]).read_bytes() != Path(other["frame_overlay"]).read_bytes()
+
+
+def test_long_video_is_subsampled_to_the_frame_budget_and_the_user_told(app, clips, tmp_path):
+    client = Client(app[1], verbose=False, download_files=str(tmp_path))
+    out = segment(client, clips["many"], "the red ball")
+    assert_playable(out["overlay"], 16, size=(80, 48))
+    assert "subsampled from 24 to 16 frames" in out["info"]
+    assert out["frame"]["maximum"] == 15
+
+
+def test_markup_in_expressions_is_shown_as_text(app, clips, tmp_path):
+    client = Client(app[1], verbose=False, download_files=str(tmp_path))
+    text = "<b>bold</b> ball <img src=x onerror=alert(1)>"
+    out = segment(client, clips["small"], text)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in out["info"] and "<b>" not in out["info"] and "<img" not in out["info"]
+    assert out["expression"]["choices"][0][0] == text  # a dropdown shows its choices as text
+
+
+BAD_INPUTS = [  # (case, video key or None, expressions, expected message)
+    ("no video", None, "the ball", "No video given"),
+    ("unreadable file", "corrupt", "the ball", "Cannot open"),
+    ("empty expression", "small", " \n \t ", "no expression given"),
+    ("punctuation only", "small", "...", "no letters or digits"),
+    ("too many expressions", "small", "\n".join(f"object {i}" for i in range(5)), "at most 4"),
+    ("too long", "long", "the car", "over the limit of 6 s"),
+]
+
+
+@pytest.mark.parametrize("case, video, expressions, expected", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_gives_a_clear_error_and_the_next_request_works(app, clips, tmp_path, case, video, expressions,
+                                                                   expected):
+    client = Client(app[1], verbose=False, download_files=str(tmp_path))
+    with pytest.raises(Exception, match=expected) as error:
+        segment(client, None if video is None else clips[video], expressions)
+    assert "Traceback" not in str(error.value)
+    out = segment(client, clips["small"], "the yellow car")
+    assert_playable(out["overlay"], 4, size=(80, 48))
+
+
+def test_upload_over_the_limit_is_refused(app, clips, tmp_path):
+    client = Client(app[1], verbose=False, download_files=str(tmp_path))
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):
+        segment(client, clips["big"])
+    with open(clips["big"], "rb") as file:  # the server refuses it too, whatever the client does
+        response = httpx.post(f"{app[1]}gradio_api/upload", files={"files": ("big.mp4", file, "video/mp4")})
+    assert response.status_code == 413
+    out = segment(client, clips["small"], "the yellow car")
+    assert_playable(out["overlay"], 4, size=(80, 48))
+
+
+def test_rerender_before_any_result_says_what_to_do(app, tmp_path):
+    client = Client(app[1], verbose=False, download_files=str(tmp_path))
+    with pytest.raises(Exception, match="No result yet"):
+        rerender(client, expression=None, candidate=None)
+    with pytest.raises(Exception, match="No result yet"):
+        client.predict(frame=0, threshold=0.5, opacity=0.5, expression=None, api_name="/inspect_frame")
+
+
+def test_session_files_are_removed_when_the_session_ends(app, clips, workspace, tmp_path):
+    demo, url = app
+    client = Client(url, verbose=False, download_files=str(tmp_path))
+    segment(client, clips["small"], "the yellow car")
+    folder = workspace.root / client.session_hash
+    runs = list(folder.iterdir())
+    assert len(runs) == 1 and any(runs[0].rglob("overlay.mp4"))
+    segment(client, clips["small"], "the green truck")  # a new result replaces the old one and its files
+    assert not runs[0].exists() and len(list(folder.iterdir())) == 1
+    demo.state_holder.delete_state(client.session_hash)  # what Gradio does when a session closes
+    assert list(folder.iterdir()) == []
+
+
+def test_offline_without_weights_the_app_says_what_to_do_and_offers_tiny_random(registry, clips, tmp_path,
+                                                                               monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no download attempt, whatever the network
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    config = AppConfig(default_checkpoint="liangtm/referdino/ryt_mevis_swinb.pth", short_side=128)
+    demo = build_demo(config, registry)
+    try:
+        client = Client(launch(demo, config), verbose=False, download_files=str(tmp_path))
+        with pytest.raises(Exception) as error:
+            segment(client, clips["small"], "the yellow car")
+        text = str(error.value)
+        assert "https://huggingface.co/liangtm/referdino/resolve/main/ryt_mevis_swinb.pth" in text
+        assert "--checkpoint" in text and "tiny-random" in text
+        out = segment(client, clips["small"], "the yellow car", checkpoint="tiny-random")
+        assert_playable(out["overlay"], 4, size=(80, 48))
+    finally:
+        demo.close()
+
+
+def test_a_result_whose_video_was_cleaned_up_asks_for_a_new_upload(registry, clips, workspace, tmp_path):
+    video = tmp_path / "upload.mp4"
+    video.write_bytes(clips["small"].read_bytes())
+    backend = Backend(CONFIG, registry, workspace)
+    result = backend.segment(str(video), "the car", RunOptions("tiny-random", short_side=128))
+    video.unlink()  # Gradio's cache cleanup removed the upload
+    with pytest.raises(Exception, match="upload it again"):
+        result.render(View())
+
+
+# -- ZeroGPU ---------------------------------------------------------------------------------------------------
+def test_with_spaces_installed_the_model_call_runs_under_spaces_gpu_with_a_duration_from_the_frame_count(
+        registry, clips, workspace, monkeypatch):
+    seen = {}
+
+    def gpu(duration):
+        def wrap(function):
+            def run(*args):
+                seen["duration"] = duration(*args)
+                pickle.dumps(args)  # ZeroGPU sends the arguments to a GPU worker process...
+                result = function(*args)
+                seen["result"] = len(pickle.dumps(result))  # ...and the result back
+                return result
+            return run
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    backend = Backend(CONFIG, registry, workspace)
+    result = backend.segment(str(clips["many"]), "the red ball\nthe blue square",
+                             RunOptions("tiny-random", short_side=128), session="zerogpu")
+    assert seen["duration"] == gpu_seconds(16, 2) and seen["result"] > 0  # 24 frames cut to the budget of 16
+    assert result.segmentation.num_frames == 16 and len(list(result.segmentation.iter_frames())) == 16
+    assert result.render(View()).overlay_video.is_file()
+
+
+# -- app.py ------------------------------------------------------------------------------------------------
+def test_app_entry_point_reads_flags_and_environment_and_loads_nothing_on_import(monkeypatch):
+    spec = importlib.util.spec_from_file_location("referdino_app", REPO / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)  # would block here if importing launched the server
+    monkeypatch.setenv("REFERDINO_CHECKPOINT", "/models/ryt_swinb.pth")
+    monkeypatch.setenv("REFERDINO_MAX_FRAMES", "40")
+    config = app.make_config(app.parse_args([]))
+    assert config.default_checkpoint == "/models/ryt_swinb.pth" and config.max_frames == 40
+    assert ("/models/ryt_swinb.pth (custom)", "/models/ryt_swinb.pth") in config.checkpoint_choices()
+    assert len(config.examples()) == 2 and all(Path(video).is_file() for video, _ in config.examples())
+    dev = app.make_config(app.parse_args(["--random-weights", "--checkpoint", "ryt_swinb.pth", "--concurrency", "3"]))
+    assert dev.default_checkpoint == "tiny-random" and dev.concurrency == 3
+    assert {"tiny-random", "liangtm/referdino/ryt_swinb.pth"} <= {value for _, value in dev.checkpoint_choices()}
+    assert not hasattr(app, "demo")  # nothing built or loaded at import; `python app.py` does that
