@@ -28,18 +28,20 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=8)
     parser.add_argument("--feature-budget-mb", type=float, default=256)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--short-side", type=int, help="model input short side (default: the config's)")
     args = parser.parse_args()
+    short_side = args.short_side or SHORT_SIDE[args.config]
     predictor = ReferDinoPredictor(build(args.config), synthetic_tokenizer(), device=args.device)
     frames = clip(args.frames, tuple(args.size))
     # Warm up on two frames (lazy initialisation), then measure.
-    predictor.segment(frames[:2], EXPRESSIONS[: args.expressions], short_side=SHORT_SIDE[args.config])
+    predictor.segment(frames[:2], EXPRESSIONS[: args.expressions], short_side=short_side)
     baseline = peak_rss_mb()
     start = time.perf_counter()
-    result = predictor.segment(frames, EXPRESSIONS[: args.expressions], short_side=SHORT_SIDE[args.config],
+    result = predictor.segment(frames, EXPRESSIONS[: args.expressions], short_side=short_side,
                                chunk_size=args.chunk_size, feature_budget_mb=args.feature_budget_mb)
     seconds = time.perf_counter() - start
     print(json.dumps({"config": args.config, "frames": args.frames, "expressions": args.expressions,
-                      "seconds": seconds, "fps": args.frames / seconds, "peak_rss_mb": peak_rss_mb(),
+                      "short_side": short_side, "seconds": seconds, "fps": args.frames / seconds, "peak_rss_mb": peak_rss_mb(),
                       "rss_before_mb": baseline, "mask_feature_passes": result.timings["mask_feature_passes"],
                       "threads": torch.get_num_threads()}))
 
