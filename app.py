@@ -5,7 +5,8 @@
     python app.py --random-weights                  # untrained tiny model: try the UI without any download
 
 Environment: REFERDINO_CHECKPOINT (default checkpoint), REFERDINO_RANDOM_WEIGHTS=1, REFERDINO_MAX_FRAMES,
-REFERDINO_MAX_DURATION_S, REFERDINO_MAX_UPLOAD_MB, REFERDINO_CONCURRENCY, REFERDINO_DEVICE, REFERDINO_VOCAB; Gradio's
+REFERDINO_MAX_DURATION_S, REFERDINO_MAX_UPLOAD_MB, REFERDINO_MAX_PIXELS, REFERDINO_MEMORY_BUDGET_MB (0: none),
+REFERDINO_CONCURRENCY, REFERDINO_QUEUE_SIZE, REFERDINO_DEVICE, REFERDINO_VOCAB; Gradio's
 own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT apply when --host / --port are not given. Importing this file loads no
 model and starts no server.
 """
@@ -27,6 +28,8 @@ from referdino_demo.errors import ReferDinoError
 from referdino_demo.ui.gradio_app import build_demo
 from referdino_demo.ui.session import AppConfig, PredictorRegistry, environment_flag
 
+DEFAULTS = AppConfig()
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -44,9 +47,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="frame budget; longer clips are subsampled evenly")
     parser.add_argument("--max-duration", type=float, default=float(env("REFERDINO_MAX_DURATION_S", 120)),
                         help="longest accepted clip in seconds")
-    parser.add_argument("--max-upload-mb", type=float, default=float(env("REFERDINO_MAX_UPLOAD_MB", 200)))
+    parser.add_argument("--max-upload-mb", type=float, default=float(env("REFERDINO_MAX_UPLOAD_MB", 200)),
+                        help="largest upload; the server refuses bigger files (HTTP 413)")
+    parser.add_argument("--max-pixels", type=int, default=int(env("REFERDINO_MAX_PIXELS", DEFAULTS.max_pixels)),
+                        help="largest frame, width x height (default 3840x2160)")
+    parser.add_argument("--memory-budget-mb", type=float,
+                        default=float(env("REFERDINO_MEMORY_BUDGET_MB", DEFAULTS.memory_budget_mb)),
+                        help="refuse a job whose estimated peak memory is larger (0: no budget)")
     parser.add_argument("--concurrency", type=int, default=int(env("REFERDINO_CONCURRENCY", 1)),
                         help="segmentations run at the same time (each holds a model's activations)")
+    parser.add_argument("--queue-size", type=int, default=int(env("REFERDINO_QUEUE_SIZE", 32)),
+                        help="requests that may wait in the queue; more are refused with 'queue is full'")
     parser.add_argument("--device", default=env("REFERDINO_DEVICE"), help="cuda, mps or cpu (default: the best)")
     parser.add_argument("--vocab", default=env("REFERDINO_VOCAB"),
                         help="local bert-base-uncased vocab.txt for offline use (default: the Hugging Face cache)")
@@ -57,7 +68,8 @@ def make_config(args: argparse.Namespace) -> AppConfig:
     checkpoint = TINY_RANDOM if args.random_weights else args.checkpoint
     return AppConfig(default_checkpoint=checkpoint, extra_checkpoints=(args.checkpoint,), max_frames=args.max_frames,
                      max_duration_s=args.max_duration, max_upload_mb=args.max_upload_mb,
-                     concurrency=args.concurrency, examples_dir=ROOT / "examples")
+                     concurrency=args.concurrency, examples_dir=ROOT / "examples", max_pixels=args.max_pixels,
+                     memory_budget_mb=args.memory_budget_mb or None)
 
 
 def main(argv=None) -> None:
@@ -72,7 +84,7 @@ def main(argv=None) -> None:
             print(f"app: {err}", file=sys.stderr)
     demo = build_demo(config, registry)
     # Segment runs at most `concurrency` at a time (its own limit); redrawing is cheaper and may overlap.
-    demo.queue(default_concurrency_limit=max(2, config.concurrency), max_size=32).launch(
+    demo.queue(default_concurrency_limit=max(2, config.concurrency), max_size=args.queue_size).launch(
         server_name=args.host, server_port=args.port, share=args.share, max_file_size=config.max_upload_bytes,
         footer_links=["api", "gradio", "settings"])
 

@@ -76,12 +76,15 @@ def parse_exports(text: str) -> list[str]:
 def run_segment(args) -> int:
     from tqdm import tqdm
 
+    from .io.video_reader import iter_video
     from .predictor import ReferDinoPredictor, validate_expressions
 
     exports = parse_exports(args.export)
     expressions = validate_expressions(args.expression)
     if not Path(args.video).is_file():
         raise ReferDinoError(f"video {args.video} does not exist")
+    # A video that cannot be read, or is over a limit, fails here: before the checkpoint loads (seconds to minutes).
+    iter_video(args.video, stride=args.stride, start_s=args.start, end_s=args.end, max_frames=args.max_frames)
     predictor = ReferDinoPredictor.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype,
                                                    vocab=args.vocab)
     print(f"model: {predictor.describe()}", file=sys.stderr)
@@ -140,7 +143,15 @@ def run_reporting_errors(prog: str, handler, args) -> int:
     try:
         return handler(args)
     except ReferDinoError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever the message
+        return 1
+    except Exception as err:  # out of memory while writing exports (segmenting reports its own MemoryBudgetError)
+        from .predictor import is_out_of_memory
+
+        if not is_out_of_memory(err):
+            raise
+        print(f"{prog}: error: out of memory ({type(err).__name__}); lower --max-frames or --short-side, raise "
+              "--stride, or pass fewer expressions (files already written are complete)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (rerun the same command; finished work is kept)", file=sys.stderr)

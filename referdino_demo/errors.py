@@ -31,3 +31,19 @@ class CheckpointMismatchError(ReferDinoError):
 
 class ConfigError(ReferDinoError, ValueError):
     """A configuration value is invalid or two values are inconsistent."""
+
+
+class MemoryBudgetError(InputLimitError):
+    """A job needs more memory than it may use: its estimated peak is over the memory budget (refused before any
+    model work), or the run itself ran out of memory (memory freed before this is raised). The message gives the
+    numbers and what to lower."""
+
+
+class ModelLoadError(ReferDinoError):
+    """A checkpoint was found but the model could not be built from it for another reason than its content (an I/O
+    or device error); the message gives the cause, and the next attempt loads it again."""
+
+
+class JobCancelledError(ReferDinoError):
+    """A job stopped early because its user left (the browser session ended) before the result was ready; nothing
+    it wrote is kept."""

@@ -10,7 +10,11 @@ fit `feature_budget_mb`, otherwise recomputed in a second pass; both give the sa
 
 from __future__ import annotations
 
+import functools
+import gc
 import time
+import traceback
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +23,8 @@ import numpy as np
 import torch
 
 from .checkpoints.hub import TINY_RANDOM
-from .errors import ExpressionError
-from .io.video_reader import VideoFrames, iter_video
+from .errors import CheckpointMismatchError, ExpressionError, MemoryBudgetError, ReferDinoError
+from .io.video_reader import VideoFrames, VideoInfo, iter_video
 from .model import ReferDinoModel
 from .model.modeling import TextFeatures
 from .model.outputs import FrameQueries
@@ -68,6 +72,7 @@ def validate_expressions(expressions: str | Sequence[str], limit: int = MAX_EXPR
         if not isinstance(expression, str):
             raise ExpressionError(f"expressions must be strings, got {type(expression).__name__}")
         text = " ".join(expression.split())
+        _refuse_control_characters(text)
         if text and text not in cleaned:
             cleaned.append(text)
     if not cleaned:
@@ -78,6 +83,95 @@ def validate_expressions(expressions: str | Sequence[str], limit: int = MAX_EXPR
     for text in cleaned:
         caption_for(text)  # raises on expressions with nothing but punctuation
     return cleaned
+
+
+def _refuse_control_characters(text: str) -> None:
+    """Control characters (NUL, ESC, DEL, ...; whitespace ones are collapsed before) are invisible in every UI and
+    usually come from pasted terminal output: refuse them by name rather than segment a different text."""
+    found = sorted({ch for ch in text if unicodedata.category(ch) == "Cc"})
+    if found:
+        names = ", ".join(f"U+{ord(ch):04X}" for ch in found)
+        raise ExpressionError(f"the expression {text!r} contains control characters ({names}); remove them and type "
+                              "the expression as plain text")
+
+
+# -- memory estimate and out-of-memory handling ---------------------------------------------------------------
+# Activation bytes per model-input pixel of one frame in flight: a fixed part (encoder, decoder and mask head, all at
+# d_model 256) plus a small part growing with the Swin width. Measured on the CPU as the peak RSS growth of `segment`
+# (8-frame chunks at 360x640: tiny 2.4 GB, Swin-T 2.5 GB; at 180x320: tiny 0.67 GB); `_MEMORY_SAFETY` covers
+# allocator slack and other devices.
+_MEMORY_BYTES_PER_PIXEL_BASE = 1300
+_MEMORY_BYTES_PER_PIXEL_PER_EMBED = 1
+_MEMORY_SAFETY = 1.25
+
+
+@dataclass
+class _Sized:
+    """The `info` attribute `_feature_mb` reads, for an estimate made before any frame is decoded."""
+
+    info: VideoInfo
+
+
+def _load_model(checkpoint, filename) -> ReferDinoModel:
+    """`ReferDinoModel.from_pretrained`, with the errors a damaged or foreign file causes inside torch, safetensors or
+    json (a size mismatch, unreadable JSON, a cut safetensors file) turned into `CheckpointMismatchError`."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # older safetensors
+        SafetensorError = OSError  # noqa: N806
+    try:
+        return ReferDinoModel.from_pretrained(checkpoint, filename)
+    except ReferDinoError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError, SafetensorError) as err:
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) <= 300 else detail[:300] + "..."
+        raise CheckpointMismatchError(
+            f"checkpoint {checkpoint}{'/' + filename if filename else ''} could not be loaded ({type(err).__name__}: "
+            f"{detail}). It is damaged, unreadable or does not fit its configuration: download or export it again") from err
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """MemoryError, torch.OutOfMemoryError (CUDA), or the RuntimeError torch's CPU and MPS allocators raise."""
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _out_of_memory_explained(segment):
+    """Turn running out of memory inside `segment` (`is_out_of_memory`) into `MemoryBudgetError`, after dropping
+    every frame of the failed call (their tensors) and emptying the CUDA cache, so the process can serve the next
+    job. (The kernel's OOM killer, when the system overcommits memory, cannot be caught: the budget check is what
+    prevents that.)"""
+
+    @functools.wraps(segment)
+    def wrapper(self, video, expressions, **kwargs):
+        try:
+            return segment(self, video, expressions, **kwargs)
+        except (MemoryError, RuntimeError) as err:
+            if not is_out_of_memory(err):
+                raise
+            kind = type(err).__name__
+            traceback.clear_frames(err.__traceback__)  # the failed call's locals hold its tensors
+        _free_memory()  # outside the except block: no traceback of the failed call is left to keep them alive
+        try:
+            count = len(validate_expressions(expressions))
+        except ReferDinoError:
+            count = 0
+        raise MemoryBudgetError(
+            f"out of memory on {self.device.type.upper()} ({kind}) while segmenting {count} expression"
+            f"{'s' if count != 1 else ''} (short side {kwargs.get('short_side', DEFAULT_SHORT_SIDE)} px, max frames "
+            f"{kwargs.get('max_frames') or 'all'}); the job's memory was freed. Lower the number of frames (max "
+            "frames, or a larger stride), the model input short side or the number of expressions")
+
+    return wrapper
 
 
 @dataclass
@@ -111,7 +205,7 @@ class ReferDinoPredictor:
         """checkpoint: 'tiny-random', a Hub name ('liangtm/referdino', 'ryt_swinb.pth'), a local `.pth` or a
         folder saved by `save_pretrained`. vocab: a local bert-base-uncased `vocab.txt` (else the Hub cache;
         'tiny-random' falls back to a built-in vocabulary: its weights are random anyway)."""
-        model = ReferDinoModel.from_pretrained(checkpoint, filename)
+        model = _load_model(checkpoint, filename)
         if vocab is None and str(checkpoint) == TINY_RANDOM:
             tokenizer = synthetic_tokenizer()
         else:
@@ -129,12 +223,13 @@ class ReferDinoPredictor:
         label = " (UNTRAINED random weights)" if self.untrained else ""
         return f"{name}{label} on {self.device.type.upper()} ({str(self.dtype).removeprefix('torch.')})"
 
+    @_out_of_memory_explained
     @torch.inference_mode()
     def segment(self, video, expressions: str | Sequence[str], *, stride: int = 1, start_s: float | None = None,
                 end_s: float | None = None, max_frames: int | None = None, short_side: int = DEFAULT_SHORT_SIDE,
                 query_decay: float | None = None, num_candidates: int = 5, multi_target: float | None = None,
                 chunk_size: int = 8, feature_budget_mb: float = 1024, progress: Progress | None = None,
-                fps: float = 25.0, **video_limits) -> VideoSegmentation:
+                fps: float = 25.0, memory_budget_mb: float | None = None, **video_limits) -> VideoSegmentation:
         """Segment every expression in a video.
 
         video: a path, an array (T, H, W, 3) uint8 RGB, or an iterable of (H, W, 3) frames (`fps` applies).
@@ -143,7 +238,9 @@ class ReferDinoPredictor:
         as in the official scripts). query_decay overrides the pruning keep ratio. num_candidates: how many
         queries keep their masks, best mean score first; with multi_target=s every query whose mean score
         exceeds s keeps its mask too. progress(fraction, message) is called as frames are processed.
-        Errors in the input are raised before any model work.
+        memory_budget_mb: refuse (`MemoryBudgetError`) a job whose `estimate_memory_mb` is larger; None: no budget.
+        Errors in the input are raised before any model work; running out of memory anyway raises
+        `MemoryBudgetError` after freeing what the job held.
         """
         started = time.perf_counter()
         expressions = validate_expressions(expressions)
@@ -151,10 +248,15 @@ class ReferDinoPredictor:
             raise ExpressionError(f"chunk_size and num_candidates must be >= 1, got {chunk_size} and {num_candidates}")
         frames = iter_video(video, stride=stride, start_s=start_s, end_s=end_s, max_frames=max_frames, fps=fps,
                             **video_limits)
+        texts = [tokenize(caption_for(e), self.tokenizer, self.model.config.max_text_len) for e in expressions]
+        if memory_budget_mb is not None:
+            self.check_memory_budget(frames.info, len(expressions), memory_budget_mb, short_side=short_side,
+                                     chunk_size=chunk_size, feature_budget_mb=feature_budget_mb,
+                                     num_candidates=num_candidates,
+                                     text_tokens=max(t.input_ids.shape[1] for t in texts))
         report = progress or (lambda fraction, message: None)
         tracks = []
-        for expression in expressions:
-            text = tokenize(caption_for(expression), self.tokenizer, self.model.config.max_text_len)
+        for expression, text in zip(expressions, texts):
             tracks.append(_Track(expression, self.model.encode_text(text), text.truncated,
                                  QueryTracker(self.model.config.tracking_alpha), []))
         total = len(frames)
@@ -216,6 +318,56 @@ class ReferDinoPredictor:
             untrained=self.untrained, notes=notes, frames=frames,
             timings={"total_s": time.perf_counter() - started, "mask_feature_passes": 1 if keep_features else 2})
 
+    # -- memory budget ---------------------------------------------------------------------------------
+    def estimate_memory_mb(self, info: VideoInfo, num_expressions: int, *, short_side: int = DEFAULT_SHORT_SIDE,
+                           chunk_size: int = 8, feature_budget_mb: float = 1024, num_candidates: int = 5,
+                           text_tokens: int | None = None) -> float:
+        """Estimated peak memory (MB) a `segment` call adds on top of the loaded model, from the selected frames
+        (`info`: count and size, as `iter_video` reports them before decoding), the model input size and the
+        number of expressions. An upper-side estimate (see `_MEMORY_*`): one chunk's decoded frames and
+        activations, the mask features kept for the second pass, the per-frame queries and fused text kept for the
+        whole video, the temporal decoder's attention over all frames (it grows with T squared: thousands of frames
+        need tens of GB) and the candidates' mask logits returned. text_tokens: the longest expression's token count
+        (default: the model's maximum)."""
+        from .preprocess.frames import resized_size
+
+        config = self.model.config
+        frames, expressions = max(info.num_frames, 1), max(num_expressions, 1)
+        chunk = min(chunk_size, frames)
+        h, w = resized_size(info.height, info.width, short_side)
+        pixels, stride4 = h * w, -(-h // 4) * -(-w // 4)
+        decoded = chunk * info.height * info.width * 3 * 2 + chunk * 3 * pixels * 4 * 2  # uint8 list + stack; float
+        per_pixel = _MEMORY_BYTES_PER_PIXEL_BASE + _MEMORY_BYTES_PER_PIXEL_PER_EMBED * config.backbone.embed_dim
+        activations = chunk * pixels * per_pixel
+        feature = self._feature_mb(_Sized(info), short_side) * 2**20  # one frame and expression, bytes
+        keep = feature / 2**20 * expressions * frames <= feature_budget_mb
+        features = feature * expressions * (frames if keep else chunk)
+        queries = config.query_counts()[-1]
+        tokens = min(text_tokens or config.max_text_len, config.max_text_len)
+        state = frames * expressions * (queries + tokens) * config.d_model * 4 * 2  # kept + refined
+        logits = frames * expressions * queries * 4 * 3 + frames * expressions * num_candidates * stride4 * (2 + 4)
+        # the temporal decoder attends over all T frames at once: per-head (T, T) weights for each final query
+        temporal = queries * config.temporal_heads * frames**2 * 4 * 3
+        total = decoded + activations + features + state + logits + temporal
+        return _MEMORY_SAFETY * total / 2**20
+
+    def check_memory_budget(self, info: VideoInfo, num_expressions: int, budget_mb: float, *,
+                            short_side: int = DEFAULT_SHORT_SIDE, **settings) -> float:
+        """Raise `MemoryBudgetError` naming the numbers and what to lower when `estimate_memory_mb` is over
+        `budget_mb`; else return the estimate."""
+        from .preprocess.frames import resized_size
+
+        needed = self.estimate_memory_mb(info, num_expressions, short_side=short_side, **settings)
+        if needed > budget_mb:
+            h, w = resized_size(info.height, info.width, short_side)
+            raise MemoryBudgetError(
+                f"this job needs an estimated {needed:,.0f} MB ({info.num_frames} frames of "
+                f"{info.width}x{info.height}, model input {w}x{h}, {num_expressions} "
+                f"expression{'s' if num_expressions != 1 else ''}), over the "
+                f"memory budget of {budget_mb:,.0f} MB. Lower the number of frames (max frames, or a larger stride), "
+                f"the model input short side (now {short_side} px) or the number of expressions")
+        return needed
+
     # -- internals -------------------------------------------------------------------------------------
     def _autocast(self):
         enabled = self.dtype != torch.float32
@@ -254,7 +406,7 @@ class ReferDinoPredictor:
             visual = self.model.backbone(pixels)
             return [self.model.mask_features(self.model.encode(visual, item.text), visual.stage1) for item in tracks]
 
-    def _feature_mb(self, frames: VideoFrames, short_side: int) -> float:
+    def _feature_mb(self, frames: "VideoFrames | _Sized", short_side: int) -> float:
         """Megabytes of stride-4 mask features per frame and expression."""
         from .preprocess.frames import resized_size
 

@@ -17,7 +17,8 @@ class TemporalBlock(nn.Module):
         self.decoder = nn.TransformerDecoderLayer(d_model, num_heads, dim_feedforward=ffn_dim, dropout=0.0)
 
     def forward(self, hs: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hs = self.norm(hs + self.self_attn(hs, hs, hs)[0])
+        # The weights are never used: not asking for them avoids a (Q, T, T) tensor on long videos.
+        hs = self.norm(hs + self.self_attn(hs, hs, hs, need_weights=False)[0])
         return hs, self.decoder(tgt, hs)
 
 

@@ -6,12 +6,13 @@ threshold, opacity, expression and candidate query; `/inspect_frame` draws one f
 """
 
 import functools
+import gc
 import logging
 
 import gradio as gr
 
 from ..checkpoints.hub import TINY_RANDOM
-from ..errors import CheckpointNotFoundError, ReferDinoError
+from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadError, ReferDinoError
 from .session import (DTYPES, AppConfig, Backend, PredictorRegistry, RunOptions, View, Workspace, as_text,
                       canonical_checkpoint, message)
 
@@ -26,6 +27,8 @@ NO_RESULT = "No result yet: upload a video, type an expression and press Segment
 STALE = "✏️ Inputs changed since the last run: press **Segment** to apply them."
 TRY_TINY = (f" To try the app without the weights, choose '{TINY_RANDOM}' in the Checkpoint menu (untrained: "
             "random masks).")
+OUT_OF_MEMORY = ("Out of memory: the server could not finish this job. Lower Max frames or the model input short side "
+                 "(Advanced), raise the stride, or segment fewer expressions at once.")
 
 
 def _user_errors(handler):
@@ -37,17 +40,21 @@ def _user_errors(handler):
             return handler(*args, **kwargs)
         except gr.Error:
             raise
-        except CheckpointNotFoundError as err:
+        except (CheckpointNotFoundError, CheckpointMismatchError, ModelLoadError) as err:
             raise gr.Error(message(err) + TRY_TINY, print_exception=False) from None
         except ReferDinoError as err:
             raise gr.Error(message(err), print_exception=False) from None
         except Exception as err:
-            log.exception("%s failed", handler.__name__)
-            if type(err).__name__ == "OutOfMemoryError":
-                raise gr.Error("Out of memory: lower Max frames or the short side (Advanced), or raise the stride.",
-                               print_exception=False) from None
-            raise gr.Error(f"Something went wrong ({type(err).__name__}); the server log has the details. Try "
-                           "again, or a shorter clip.", print_exception=False) from None
+            from ..predictor import is_out_of_memory
+
+            out_of_memory = is_out_of_memory(err)
+            if not out_of_memory:
+                log.exception("%s failed", handler.__name__)
+                raise gr.Error(f"Something went wrong ({type(err).__name__}); the server log has the details. Try "
+                               "again, or a shorter clip.", print_exception=False) from None
+            log.warning("%s ran out of memory: %s", handler.__name__, err)
+        gc.collect()  # outside the except block: the failed call's traceback (and its arrays) is gone
+        raise gr.Error(OUT_OF_MEMORY, print_exception=False)
 
     return wrapper
 
@@ -59,11 +66,13 @@ def _require(state):
 
 
 def _rendered_outputs(result, rendered) -> tuple:
-    """Values for: overlay, heatmap, plot, candidate, frame overlay, frame heatmap, downloads, info."""
+    """Values for: overlay, heatmap, plot, candidate, frame overlay, frame heatmap, downloads, info. Every file is
+    in the result's own folder, so Gradio serves it from there (no copy is left behind when the session ends)."""
     files = [str(p) for p in (*rendered.downloads, rendered.overlay_video, rendered.heatmap_video)]
+    frame_overlay, frame_heatmap = (str(p) for p in rendered.frame_files)
     return (str(rendered.overlay_video), str(rendered.heatmap_video), rendered.plot,
-            gr.update(choices=rendered.candidates, value=rendered.candidate), rendered.frame_overlay,
-            rendered.frame_heatmap, files, result.summary())
+            gr.update(choices=rendered.candidates, value=rendered.candidate), frame_overlay, frame_heatmap, files,
+            result.summary())
 
 
 class _Handlers:
@@ -74,11 +83,10 @@ class _Handlers:
     def segment(self, video, expressions, checkpoint, query_decay, num_candidates, threshold, opacity, stride,
                 max_frames, short_side, dtype, state, request: gr.Request, progress=gr.Progress()):
         options = RunOptions(checkpoint, dtype, query_decay, num_candidates, stride, max_frames, short_side)
-        result = self.backend.segment(video, expressions, options, getattr(request, "session_hash", None), progress)
+        result, rendered = self.backend.segment_and_render(video, expressions, options, View(threshold, opacity),
+                                                           getattr(request, "session_hash", None), progress)
         for note in result.segmentation.notes:
             gr.Warning(message(note))
-        progress(0.95, desc="rendering videos and exports")
-        rendered = result.render(View(threshold, opacity))
         if state is not None:
             state.close()
         names = result.segmentation.expressions
@@ -96,7 +104,7 @@ class _Handlers:
 
     @_user_errors
     def inspect_frame(self, state, frame, threshold, opacity, expression):
-        return _require(state).inspect(View(threshold, opacity, expression, frame))
+        return tuple(str(p) for p in _require(state).frame_files(View(threshold, opacity, expression, frame)))
 
     def load_model(self, checkpoint):
         try:
@@ -118,13 +126,24 @@ class _Handlers:
         self.backend.workspace.remove(getattr(request, "session_hash", None))
 
 
+def default_workspace(config: AppConfig) -> Workspace:
+    """Per-session folders inside Gradio's upload folder (`GRADIO_TEMP_DIR`): Gradio serves results from there
+    without copying them, and uploads a session used are deleted with it (the examples' copies are kept)."""
+    from gradio.utils import get_upload_folder
+
+    uploads = get_upload_folder()
+    return Workspace(parent=uploads, served=True, uploads=uploads,
+                     protected=[video for video, _ in config.examples()])
+
+
 def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | None = None,
                workspace: Workspace | None = None) -> gr.Blocks:
     """The app's page. Nothing is loaded here: predictors load on first use (page load or Segment).
 
-    registry: shared predictors (default: a new one); workspace: where per-session files go (default: a new
-    temporary folder, removed at exit)."""
+    registry: shared predictors (default: a new one); workspace: where per-session files go (default: a new folder
+    inside Gradio's upload folder, served from there, removed at exit)."""
     config = config or AppConfig()
+    workspace = workspace or default_workspace(config)
     handlers = _Handlers(Backend(config, registry or PredictorRegistry(), workspace))
     with gr.Blocks(title="ReferDINO video segmentation", delete_cache=(1800, 3600)) as demo:
         state = gr.State(None, delete_callback=lambda result: result is not None and result.close())

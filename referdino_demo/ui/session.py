@@ -10,25 +10,31 @@ the cached `VideoSegmentation` and the re-decoded frames.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
+import filecmp
+import hashlib
+import hmac
 import html
 import itertools
 import logging
 import math
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..checkpoints.hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
-from ..errors import InputLimitError, ReferDinoError, VideoReadError
-from ..io.video_reader import VideoFrames, iter_video
+from ..errors import (InputLimitError, JobCancelledError, MemoryBudgetError, ModelLoadError, ReferDinoError,
+                      VideoReadError)
+from ..io.video_reader import DEFAULT_MAX_PIXELS, VideoFrames, iter_video
 from ..results import VideoSegmentation
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,9 @@ class AppConfig:
     """Settings of one app instance (command line / environment); per-run choices are `RunOptions`.
 
     max_frames: frame budget (longer clips are subsampled to it) and the largest value the UI offers.
-    max_duration_s: longest clip accepted; max_upload_mb: largest upload (also `launch(max_file_size=)`).
+    max_duration_s: longest clip accepted; max_upload_mb: largest upload (also `launch(max_file_size=)`);
+    max_pixels: largest frame (width x height) accepted; memory_budget_mb: largest estimated peak memory of one
+    job (`ReferDinoPredictor.estimate_memory_mb`), None for no budget; concurrency: model runs at the same time.
     """
 
     default_checkpoint: str = f"{HUB_REPO}/{DEFAULT_CHECKPOINT}"
@@ -65,6 +73,8 @@ class AppConfig:
     short_side: int = 360
     concurrency: int = 1
     examples_dir: Path | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    memory_budget_mb: float | None = 8192.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -106,7 +116,8 @@ class RunOptions:
     def segment_kwargs(self, config: AppConfig) -> dict:
         return dict(stride=int(self.stride), max_frames=min(int(self.max_frames), config.max_frames),
                     short_side=int(self.short_side), query_decay=float(self.query_decay),
-                    num_candidates=int(self.num_candidates), max_duration_s=config.max_duration_s)
+                    num_candidates=int(self.num_candidates), max_duration_s=config.max_duration_s,
+                    max_pixels=config.max_pixels, memory_budget_mb=config.memory_budget_mb)
 
 
 # -- predictors ---------------------------------------------------------------------------------------
@@ -135,7 +146,7 @@ class PredictorRegistry:
         with lock:
             if (name, "auto") not in self._predictors:
                 log.info("loading checkpoint %s", name)
-                self._predictors[name, "auto"] = self._loader(name, device=self.device, vocab=self.vocab)
+                self._predictors[name, "auto"] = self._load(name)
             if (name, dtype) not in self._predictors:
                 base = self._predictors[name, "auto"]
                 self._predictors[name, dtype] = ReferDinoPredictor(base.model, base.tokenizer, device=base.device,
@@ -144,6 +155,21 @@ class PredictorRegistry:
 
     def loaded(self) -> list[str]:
         return sorted({name for name, _ in self._predictors})
+
+    def _load(self, name: str):
+        """The loader's predictor; a failure is reported as a `ReferDinoError` and nothing is cached, so the next
+        request tries again."""
+        try:
+            return self._loader(name, device=self.device, vocab=self.vocab)
+        except ReferDinoError:
+            raise
+        except MemoryError:
+            raise MemoryBudgetError(f"not enough memory to load checkpoint {name}; choose a smaller checkpoint or "
+                                    "run the app on a machine with more memory") from None
+        except Exception as err:
+            log.exception("loading checkpoint %s failed", name)
+            raise ModelLoadError(f"could not load checkpoint {name} ({type(err).__name__}: {_one_line(err)}). "
+                                 "Try again; if it keeps failing, choose another checkpoint") from err
 
 
 def gpu_seconds(num_frames: int, num_expressions: int) -> int:
@@ -173,26 +199,139 @@ def message(err: BaseException) -> str:
 
 
 # -- per-session files ----------------------------------------------------------------------------------
-class Workspace:
-    """A private temporary folder per browser session under one root, removed when the session ends."""
+@dataclass(eq=False)
+class Job:
+    """One running request of a session. `cancelled` becomes True when the session ends before the job does."""
 
-    def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="referdino-app-"))
+    session: str | None
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    cancelled: bool = False
+    folders: list[Path] = field(default_factory=list)
+
+
+class Workspace:
+    """A private temporary folder per browser session under one root, removed when the session ends, with a fresh
+    folder per request inside it; and the uploads the session used, removed with it.
+
+    root: the folder (default: a new temporary one under `parent`, removed at exit). served: the app serves files
+    straight from here (the root is inside Gradio's upload folder), so folder names must not reveal session ids: they
+    are then keyed hashes of them. uploads: Gradio's upload folder; a video from there that a session segmented is
+    deleted when the last session using it ends, unless it has the content of one of the `protected` files (the
+    examples). Jobs (`start_job`) of a session that ends are marked cancelled and their folders removed.
+    """
+
+    MAX_TRACKED_UPLOADS = 1024
+
+    def __init__(self, root: str | Path | None = None, *, parent: str | Path | None = None, served: bool = False,
+                 uploads: str | Path | None = None, protected: Iterable[str | Path] = ()):
+        if root:
+            self.root = Path(root)
+        else:
+            if parent is not None:
+                Path(parent).mkdir(parents=True, exist_ok=True)
+            self.root = Path(tempfile.mkdtemp(prefix="referdino-app-", dir=parent))
         self.root.mkdir(parents=True, exist_ok=True)
         atexit.register(shutil.rmtree, self.root, True)
+        self.served = served
+        self.uploads = Path(uploads).resolve() if uploads else None
+        self.protected = [Path(p) for p in protected]
+        self._secret = secrets.token_bytes(16)
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._uploads: dict[Path, set[str]] = {}  # upload -> sessions that used it
 
-    def new_folder(self, session: str | None) -> Path:
-        parent = self.root / _safe_name(session or "anonymous")
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix="run-", dir=parent))
+    def folder(self, session: str | None) -> Path:
+        """The session's folder (it may not exist yet)."""
+        name = session or "anonymous"
+        if self.served:
+            name = hmac.new(self._secret, name.encode(), hashlib.sha256).hexdigest()[:32]
+        return self.root / _safe_name(name)
+
+    def new_folder(self, session: str | None, job: Job | None = None) -> Path:
+        """A fresh folder for one request; refused (`JobCancelledError`) when `job`'s session has ended."""
+        with self._lock:
+            if job is not None and job.cancelled:
+                raise JobCancelledError(SESSION_ENDED)
+            parent = self.folder(session)
+            parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
+            if job is not None:
+                job.folders.append(folder)
+            return folder
 
     def remove(self, session: str | None) -> None:
-        if session:
-            shutil.rmtree(self.root / _safe_name(session), ignore_errors=True)
+        """The session ended: cancel its running jobs, delete its folder and the uploads only it used."""
+        if not session:
+            return
+        with self._lock:
+            for job in self._jobs.values():
+                if job.session == session:
+                    job.cancelled = True
+            shutil.rmtree(self.folder(session), ignore_errors=True)
+            orphans = []
+            for path, users in list(self._uploads.items()):
+                users.discard(session)
+                if not users:
+                    del self._uploads[path]
+                    orphans.append(path)
+        for path in orphans:
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # Gradio's per-upload folder, when empty
+
+    # jobs
+    def start_job(self, session: str | None) -> Job:
+        job = Job(session)
+        with self._lock:
+            self._jobs[job.id] = job
+        return job
+
+    def finish_job(self, job: Job) -> None:
+        """Forget `job`; if its session ended meanwhile, delete what it wrote."""
+        with self._lock:
+            self._jobs.pop(job.id, None)
+            if job.cancelled:
+                for folder in job.folders:
+                    shutil.rmtree(folder, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    self.folder(job.session).rmdir()  # when empty: the session has gone
+
+    def cancelled(self, job_id: str) -> bool:
+        job = self._jobs.get(job_id)
+        return job is not None and job.cancelled
+
+    # uploads
+    def adopt_upload(self, session: str | None, video: str | Path | None) -> None:
+        """Remember that `session` used the uploaded `video`, so that it is deleted when no session uses it."""
+        if not (session and video and self.uploads):
+            return
+        path = Path(video).resolve()
+        if not path.is_file() or not path.is_relative_to(self.uploads) or path.is_relative_to(self.root.resolve()):
+            return
+        if any(p.is_file() and p.stat().st_size == path.stat().st_size and filecmp.cmp(p, path, shallow=False)
+               for p in self.protected):
+            return  # Gradio's copy of an example: every session may still click it
+        with self._lock:
+            if len(self._uploads) > self.MAX_TRACKED_UPLOADS:  # sessions that never end (API calls without a
+                for old in [p for p in self._uploads if not p.exists()]:  # heartbeat): forget what Gradio's own
+                    del self._uploads[old]  # cleanup (delete_cache) removed already
+            self._uploads.setdefault(path, set()).add(session)
+
+    def active_jobs(self) -> int:
+        return len(self._jobs)
+
+
+SESSION_ENDED = "The session ended before the result was ready (the page was closed or lost its connection); " \
+                "the job was stopped and its files deleted. Reload the page and press Segment again."
 
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:64] or "anonymous"
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -- running the model ----------------------------------------------------------------------------------
@@ -203,6 +342,9 @@ class Backend:
         self.config, self.registry = config, registry
         self.workspace = workspace or Workspace()
         self._run = on_gpu(self._run_model, self._gpu_duration)
+        # At most `concurrency` model runs at once, whatever the caller: Gradio's queue keeps the same limit, but a
+        # run whose request was cancelled keeps its thread until it returns.
+        self._slots = threading.BoundedSemaphore(max(1, config.concurrency))
 
     def prepare(self, video: str | None, text: str | None, options: RunOptions) -> tuple[list[str], VideoFrames]:
         """Validate everything a user can get wrong, before loading or running the model."""
@@ -210,6 +352,9 @@ class Backend:
 
         if not video:
             raise VideoReadError("No video given: upload a clip, record one with the webcam, or click an example.")
+        if not Path(video).exists():
+            raise VideoReadError("The uploaded video is no longer on the server (uploads are deleted when a session "
+                                 "ends, and after an hour); upload it again.")
         size_mb = Path(video).stat().st_size / 2**20 if Path(video).is_file() else 0.0
         if size_mb > self.config.max_upload_mb:
             raise InputLimitError(
@@ -219,28 +364,75 @@ class Backend:
         expressions = validate_expressions(text or "", limit=self.config.max_expressions)
         kwargs = options.segment_kwargs(self.config)
         frames = iter_video(video, stride=kwargs["stride"], max_frames=kwargs["max_frames"],
-                            max_duration_s=kwargs["max_duration_s"])
+                            max_duration_s=kwargs["max_duration_s"], max_pixels=kwargs["max_pixels"])
         return expressions, frames
 
     def segment(self, video: str | None, text: str | None, options: RunOptions, session: str | None = None,
                 progress: Callable | None = None) -> "SessionResult":
+        """Run the model on one request; the result's files go to a fresh folder of `session`."""
+        with self.job(session) as job:
+            return self._segment(video, text, options, job, progress)
+
+    def segment_and_render(self, video: str | None, text: str | None, options: RunOptions, view: "View",
+                           session: str | None = None, progress: Callable | None = None
+                           ) -> tuple["SessionResult", "Rendered"]:
+        """`segment`, then the first render, as one job: if the session ends meanwhile, nothing is left behind."""
+        with self.job(session) as job:
+            result = self._segment(video, text, options, job, progress)
+            if progress is not None:
+                progress(0.95, desc="rendering videos and exports")
+            return result, result.render(view)
+
+    @contextlib.contextmanager
+    def job(self, session: str | None) -> Iterator[Job]:
+        """Scope of one request. When its session ends before it does, it raises `JobCancelledError` (whatever
+        failed meanwhile because the files went away) and its folders are deleted."""
+        job = self.workspace.start_job(session)
+        stopped = False
+        try:
+            yield job
+            stopped = job.cancelled
+        except JobCancelledError:
+            stopped = True
+        except Exception:
+            if not job.cancelled:
+                raise
+            stopped = True
+        finally:
+            self.workspace.finish_job(job)
+        if stopped:
+            log.info("session ended during a job; stopped it and deleted its files")
+            raise JobCancelledError(SESSION_ENDED)
+
+    def _segment(self, video, text, options: RunOptions, job: Job, progress: Callable | None) -> "SessionResult":
+        self.workspace.adopt_upload(job.session, video)  # deleted with the session, even if refused below
         expressions, frames = self.prepare(video, text, options)
         self.registry.get(options.checkpoint, options.dtype)  # download/load outside any GPU time
-        segmentation = self._run(options.checkpoint, options.dtype, str(video), expressions,
-                                 options.segment_kwargs(self.config), len(frames), progress)
+        with self._slots:
+            if job.cancelled:
+                raise JobCancelledError(SESSION_ENDED)
+            segmentation = self._run(options.checkpoint, options.dtype, str(video), expressions,
+                                     options.segment_kwargs(self.config), len(frames), progress, job.id)
         segmentation = dataclasses.replace(segmentation, frames=frames)  # decoded again when rendering
-        return SessionResult(segmentation, self.workspace.new_folder(session))
+        return SessionResult(segmentation, self.workspace.new_folder(job.session, job))
 
     def _run_model(self, checkpoint: str, dtype: str, video: str, expressions: list[str], kwargs: dict,
-                   num_frames: int, progress: Callable | None) -> VideoSegmentation:
-        """The only model call. Arguments and result are picklable (ZeroGPU runs this in another process)."""
+                   num_frames: int, progress: Callable | None, job_id: str = "") -> VideoSegmentation:
+        """The only model call. Arguments and result are picklable (ZeroGPU runs this in another process). It
+        stops at the next progress report once the job's session has ended."""
         predictor = self.registry.get(checkpoint, dtype)
-        report = None if progress is None else (lambda fraction, text: progress(0.9 * fraction, desc=text))
+
+        def report(fraction: float, text: str) -> None:
+            if self.workspace.cancelled(job_id):
+                raise JobCancelledError(SESSION_ENDED)
+            if progress is not None:
+                progress(0.9 * fraction, desc=text)
+
         segmentation = predictor.segment(video, expressions, progress=report, **kwargs)
         return dataclasses.replace(segmentation, frames=None)
 
     @staticmethod
-    def _gpu_duration(checkpoint, dtype, video, expressions, kwargs, num_frames, progress) -> int:
+    def _gpu_duration(checkpoint, dtype, video, expressions, kwargs, num_frames, progress, job_id="") -> int:
         return gpu_seconds(num_frames, len(expressions))
 
 
@@ -266,6 +458,7 @@ class Rendered:
     expression: str
     candidates: list[tuple[str, int]]
     candidate: int
+    frame_files: tuple[Path, Path] | None = None  # the two frame images as PNG files in the result's folder
 
 
 class SessionResult:
@@ -320,8 +513,9 @@ class SessionResult:
             expression = self.expression(view.expression)
             overlay, heatmap = self.overlay_video(view), self.heatmap_video(view)
             frame_overlay, frame_heatmap = self.inspect(view)
+            files = self.frame_files(view, (frame_overlay, frame_heatmap))
             return Rendered(overlay, heatmap, self.plot(), frame_overlay, frame_heatmap, self.exports(view.threshold),
-                            expression, self.candidates(expression), self.choices.get(expression, 0))
+                            expression, self.candidates(expression), self.choices.get(expression, 0), files)
 
     def overlay_video(self, view: View) -> Path:
         from ..render import render_overlay_video
@@ -368,6 +562,20 @@ class SessionResult:
             return (render_frame(seg, frame, index, view.threshold, opacity=view.opacity),
                     render_heatmap_frame(seg, frame, index, expression=self.expression(view.expression),
                                          threshold=view.threshold, opacity=view.opacity))
+
+    def frame_files(self, view: View, images: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Path, Path]:
+        """`inspect(view)` as two PNG files in this result's folder (served from there, deleted with it)."""
+        from PIL import Image
+
+        def save(folder: Path) -> tuple[Path, Path]:
+            pictures = images if images is not None else self.inspect(view)
+            paths = (folder / "frame_overlay.png", folder / "frame_heatmap.png")
+            for picture, path in zip(pictures, paths):
+                Image.fromarray(picture).save(path)
+            return paths
+
+        expression = self.expression(view.expression)
+        return self._product("frame", (int(view.frame), view.threshold, view.opacity, expression, self._key()), save)
 
     def frame(self, index: int) -> np.ndarray:
         """Processed frame `index`, decoded again from the source (the last one asked for is cached)."""
@@ -416,7 +624,7 @@ class SessionResult:
         with self._lock:
             cached = self._products.setdefault(kind, [])
             for old_key, value, folder in cached:
-                if old_key == key and folder.is_dir():  # the session's files may have been cleaned up
+                if old_key == key and folder.is_dir() and _files_exist(value):  # files may have been cleaned up
                     return value
             cached[:] = [entry for entry in cached if entry[0] != key]
             folder = self.folder / f"{next(self._serial):05d}-{kind}"
@@ -430,6 +638,14 @@ class SessionResult:
             while len(cached) > self.KEEP:
                 shutil.rmtree(cached.pop(0)[2], ignore_errors=True)
             return value
+
+
+def _files_exist(value) -> bool:
+    if isinstance(value, Path):
+        return value.is_file()
+    if isinstance(value, (list, tuple)):
+        return all(_files_exist(item) for item in value)
+    return True
 
 
 def _swatch(index: int) -> str:

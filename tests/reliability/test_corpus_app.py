@@ -1,0 +1,111 @@
+"""The bad-input corpus against the app, through `gradio_client` like any API user: each bad input gives a
+`gr.Error` with the same specific message as the Python API (markup escaped), leaves no files, and the next request
+of the same session works; valid-but-unusual inputs give results of the right frame count and size. When the
+session ends, nothing it uploaded or produced is left on the server."""
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from .corpus import HUNDRED, MARKUP, SCRIPTS, THOUSAND_WORDS, VIDEO_ERRORS, VIDEO_SUCCESSES
+from .harness import App, leftover_files, segment
+from referdino_demo.io import probe_video
+from referdino_demo.ui.session import AppConfig, PredictorRegistry
+
+CONFIG = AppConfig(default_checkpoint="tiny-random", max_frames=16, max_duration_s=6.0, max_upload_mb=2.0,
+                   max_expressions=4, short_side=128)
+
+
+@pytest.fixture(scope="module")
+def app(gradio_dir):
+    app = App(CONFIG, PredictorRegistry(), gradio_dir)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def client(app, tmp_path_factory):
+    client = app.client(tmp_path_factory.mktemp("downloads"))
+    yield client
+    client.close()
+
+
+def runs(app, client) -> list[Path]:
+    folder = app.workspace.folder(client.session_hash)
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def assert_result(out, frames: int, size: tuple[int, int]):
+    height, width = size
+    assert f"**{frames} frames** ({width}×{height}" in out["info"]
+    assert out["frame"]["maximum"] == max(frames - 1, 1)
+    probe = probe_video(out["overlay"])
+    assert probe.num_frames == frames and (probe.height, probe.width) == (height + height % 2, width + width % 2)
+    assert Image.open(out["frame_overlay"]).size == (width, height)
+    rle = next(Path(p) for p in out["downloads"] if p.endswith("masks_rle.json"))
+    rle = json.loads(rle.read_text(encoding="utf-8"))
+    assert rle["info"]["num_frames"] == frames
+    assert {tuple(a["segmentation"]["size"]) for a in rle["annotations"]} == {size}
+
+
+def refused(client, video, expressions, message: str) -> str:
+    with pytest.raises(Exception, match=message) as error:
+        segment(client, video, expressions)
+    text = str(error.value)
+    assert "Traceback" not in text and "Something went wrong" not in text
+    return text
+
+
+@pytest.mark.parametrize("case", VIDEO_ERRORS, ids=[c.name for c in VIDEO_ERRORS])
+def test_bad_video_gives_its_message_leaves_nothing_and_the_next_request_works(app, client, videos, case):
+    before = runs(app, client)
+    refused(client, videos[case.name], "the ball", case.message)
+    assert runs(app, client) == before  # no folder for a refused request
+    assert_result(segment(client, videos["small"], "the ball"), 2, (48, 64))
+
+
+@pytest.mark.parametrize("case", VIDEO_SUCCESSES, ids=[c.name for c in VIDEO_SUCCESSES])
+def test_unusual_but_valid_video_gives_results_at_its_size(client, videos, case):
+    assert_result(segment(client, videos[case.name], "the ball"), case.frames, case.size)
+
+
+@pytest.mark.parametrize("expressions, message", [
+    ("", "no expression given"),
+    (" \n\t \u3000 \n", "no expression given"),
+    ("🐶🚗", "has no letters or digits"),
+    ("the red\x00 ball \x1b[31m", r"control characters \(U\+0000, U\+001B\)"),
+    ("\n".join(HUNDRED), "100 expressions given; at most 4 per video"),
+], ids=["empty", "whitespace", "emoji_only", "control_characters", "a_hundred"])
+def test_bad_expressions_give_their_message(app, client, videos, expressions, message):
+    before = runs(app, client)
+    refused(client, videos["small"], expressions, message)
+    assert runs(app, client) == before
+
+
+def test_markup_in_an_error_message_is_escaped(client, videos):
+    text = refused(client, videos["small"], "<>!", "has no letters or digits")
+    assert "&lt;&gt;!" in text and "<>" not in text
+
+
+def test_long_other_script_and_markup_expressions_succeed_and_are_shown_as_text(client, videos):
+    out = segment(client, videos["small"], "\n".join([THOUSAND_WORDS, SCRIPTS, MARKUP]))
+    assert_result(out, 2, (48, 64))
+    assert [c[0] for c in out["expression"]["choices"]] == [THOUSAND_WORDS, SCRIPTS, MARKUP]  # dropdowns: text
+    assert "note: expression cut to 256 tokens" in out["info"]
+    assert "красная машина" in out["info"] and "赤い車" in out["info"] and "🐶" in out["info"]
+    assert "&lt;script&gt;" in out["info"] and "<script>" not in out["info"] and "<img" not in out["info"]
+
+
+def test_when_the_session_ends_nothing_it_uploaded_or_produced_is_left(app, client, gradio_dir):
+    assert runs(app, client)  # this session has results on the server...
+    assert any(p.suffix == ".mp4" and not p.is_relative_to(app.workspace.root) for p in leftover_files(gradio_dir))
+    client.close()  # ...until it leaves: Gradio's heartbeat stops and the session's unload event runs
+    deadline = time.monotonic() + 15
+    while leftover_files(gradio_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftover_files(gradio_dir) == []
+    assert re.fullmatch(r"referdino-app-\w+", app.workspace.root.name) and app.workspace.root.parent == gradio_dir
