@@ -34,6 +34,20 @@ def stage_table(config: str, frames: int, device: str, dtype: str) -> None:
           f"speed-up {pruned['model_fps'] / unpruned['model_fps']:.2f}x; peak RSS {pruned['peak_rss_mb']:.0f} MiB")
 
 
+def sampler_table(config: str, frames: int, device: str) -> None:
+    """Our gather sampler against transformers' grid_sample one (the official CPU fallback's arithmetic)."""
+    args = ["--config", config, "--frames", str(frames), "--device", device]
+    ours = run_isolated("benchmarks.stages", *args)
+    reference = run_isolated("benchmarks.stages", *args, "--sampler", "grid_sample")
+    print(f"\n## {config}: deformable sampling, gather vs grid_sample, {frames} frames")
+    for stage in ("encoder", "decoder", "mask_decoder"):
+        a, b = ours["seconds"][stage], reference["seconds"][stage]
+        print(f"{stage:13s}: {a:7.3f} s vs {b:7.3f} s, {b / a:5.2f}x faster")
+    print(f"model frames/s: {ours['model_fps']:.3f} vs {reference['model_fps']:.3f} "
+          f"({ours['model_fps'] / reference['model_fps']:.2f}x); peak RSS {ours['peak_rss_mb']:.0f} vs "
+          f"{reference['peak_rss_mb']:.0f} MiB")
+
+
 def chunk_table(config: str, frames: int, device: str) -> None:
     print(f"\n## {config}: chunk size (frames per forward), {frames} frames")
     runs = {c: run_isolated("benchmarks.stages", "--config", config, "--frames", str(frames), "--device", device,
@@ -77,6 +91,7 @@ def main() -> None:
     for config in configs:
         frames = 4 if config != "tiny" else (4 if args.quick else 8)
         stage_table(config, frames, args.device, "float32")
+        sampler_table(config, frames, args.device)
         if args.device == "cuda":
             dtype_table(config, frames, args.device)
     chunk_table("tiny", 4 if args.quick else 8, args.device)

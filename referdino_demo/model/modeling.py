@@ -21,6 +21,7 @@ from ..preprocess.text import TextInputs
 from .backbone import ReferDinoBackbone, VisualFeatures
 from .config import ReferDinoConfig
 from .decoder import ReferDinoDecoder, TwoStageSelection
+from .deformable import set_deformable_sampler
 from .encoder import EncoderOutput, ReferDinoEncoder
 from .layers import inverse_sigmoid, text_logits
 from .mask_head import MaskDecoder, PixelDecoder
@@ -52,6 +53,7 @@ class ReferDinoModel(nn.Module):
         self.temporal_decoder = TemporalDecoder(config)
         self.pixel_decoder = PixelDecoder(config)
         self.mask_decoder = MaskDecoder(config)
+        set_deformable_sampler(self, "gather")
 
     @classmethod
     def from_pretrained(cls, source="tiny-random", filename: str | None = None,
