@@ -56,8 +56,10 @@ class ReferDinoEncoder(nn.Module):
         self.d_model = config.d_model
         self.level_embed = nn.Parameter(torch.zeros(config.num_feature_levels, config.d_model))
         self.layers = nn.ModuleList(GroundingDinoEncoderLayer(hf_config) for _ in range(config.encoder_layers))
-        for layer in self.layers:  # the same weights, with the image-side projections re-associated
-            layer.fusion_layer.attn = FusionAttention(hf_config)
+        for layer in self.layers:
+            layer.fusion_layer.attn = FusionAttention(hf_config)  # the same weights, re-associated
+            # The FFN's (T, S, 2048) hidden tensor is the encoder's largest: rectify it where it lies.
+            layer.deformable_layer.activation_fn = nn.ReLU(inplace=True)
 
     def forward(self, visual: VisualFeatures, text_features: torch.Tensor, text_mask: torch.Tensor,
                 text_self_attention_mask: torch.Tensor, text_position_ids: torch.Tensor) -> EncoderOutput:
