@@ -121,3 +121,15 @@ def test_unreadable_video_is_refused(predictor, tmp_path):
 
 def test_expression_cleaning():
     assert validate_expressions("a dog\n\n  the  cat \na dog") == ["a dog", "the cat"]
+
+
+def test_reduced_precision_path_agrees_with_float32(predictor, clip, both):
+    """The bf16 autocast path GPUs take, run here under CPU autocast: bf16-sized differences only. (Random
+    weights give near-tied scores, so the chosen query may differ: compare the masks of the same query.)"""
+    half = ReferDinoPredictor(predictor.model, predictor.tokenizer, device="cpu", dtype="bfloat16")
+    assert "bfloat16" in half.describe()
+    ours, reference = half.segment(clip, ["the red square"], short_side=SHORT, chunk_size=4)[0], both[0]
+    np.testing.assert_allclose(ours.scores, reference.scores, atol=0.1)
+    rank = list(reference.candidates).index(ours.query)
+    a, b = ours.masks(), reference.with_candidate(rank).masks()
+    assert (a & b).sum() / (a | b).sum() > 0.8
