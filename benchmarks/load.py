@@ -38,16 +38,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 class RunCounter:
-    """Wraps `predictor.segment` to count the model runs in progress; `peak` is the most seen at once."""
+    """Wraps `predictor.segment` to count the model runs in progress; `peak` is the most seen at once,
+    `total` the number started (also used by the reliability tests)."""
 
     def __init__(self, predictor):
-        self.running = self.peak = 0
+        self.running = self.peak = self.total = 0
         self._lock = threading.Lock()
         original = predictor.segment
 
         def counted(*args, **kwargs):
             with self._lock:
                 self.running += 1
+                self.total += 1
                 self.peak = max(self.peak, self.running)
             try:
                 return original(*args, **kwargs)

@@ -97,11 +97,11 @@ def _refuse_control_characters(text: str) -> None:
 
 # -- memory estimate and out-of-memory handling ---------------------------------------------------------------
 # Activation bytes per model-input pixel of one frame in flight: a fixed part (encoder, decoder and mask head, all at
-# d_model 256) plus a small part growing with the Swin width. Measured on the CPU as the peak RSS growth of `segment`
-# (8-frame chunks at 360x640: tiny 2.4 GB, Swin-T 2.5 GB; at 180x320: tiny 0.67 GB); `_MEMORY_SAFETY` covers
-# allocator slack and other devices.
-_MEMORY_BYTES_PER_PIXEL_BASE = 1300
-_MEMORY_BYTES_PER_PIXEL_PER_EMBED = 1
+# d_model 256) plus a small part growing with the Swin width. Calibrated on the CPU against the peak RSS growth of
+# `segment` (8-frame chunks at 360x640: tiny 0.65 GB, Swin-T 0.91 GB, Swin-B 1.04 GB; at 180x320: tiny 0.23 GB;
+# the estimates are 1.3 to 1.9x those); `_MEMORY_SAFETY` covers allocator slack and other devices.
+_MEMORY_BYTES_PER_PIXEL_BASE = 400
+_MEMORY_BYTES_PER_PIXEL_PER_EMBED = 2
 _MEMORY_SAFETY = 1.25
 
 

@@ -38,3 +38,11 @@ def gradio_dir(tmp_path_factory):
         patch.setenv("GRADIO_HEARTBEAT_INTERVAL", "0.25")
         patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
         yield folder
+
+
+@pytest.fixture(scope="module")
+def client(app, tmp_path_factory):
+    """A gradio_client of the module's `app` fixture."""
+    client = app.client(tmp_path_factory.mktemp("downloads"))
+    yield client
+    client.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from pathlib import Path
 
 
@@ -56,24 +55,3 @@ def segment(client, video, expressions, **kwargs) -> dict:
     return dict(zip(SEGMENT_OUTPUTS, client.predict(video=video, expressions=expressions, api_name="/segment",
                                                     **kwargs)))
 
-
-class RunCounter:
-    """Wraps `predictor.segment`: how many run at once, at most."""
-
-    def __init__(self, predictor):
-        self.running = self.peak = self.total = 0
-        self._lock = threading.Lock()
-        original = predictor.segment
-
-        def counted(*args, **kwargs):
-            with self._lock:
-                self.running += 1
-                self.total += 1
-                self.peak = max(self.peak, self.running)
-            try:
-                return original(*args, **kwargs)
-            finally:
-                with self._lock:
-                    self.running -= 1
-
-        predictor.segment = counted

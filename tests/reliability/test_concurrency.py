@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from .corpus import SHORT_SIDE, encode
-from .harness import App, RunCounter, leftover_files, segment
+from benchmarks.load import RunCounter
 from referdino_demo.io import iter_video, probe_video
 from referdino_demo.ui.session import AppConfig, PredictorRegistry
+
+from .corpus import SHORT_SIDE, encode
+from .harness import App, leftover_files, segment
 
 pytestmark = pytest.mark.slow
 

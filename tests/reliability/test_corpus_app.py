@@ -27,13 +27,6 @@ def app(gradio_dir):
     app.close()
 
 
-@pytest.fixture(scope="module")
-def client(app, tmp_path_factory):
-    client = app.client(tmp_path_factory.mktemp("downloads"))
-    yield client
-    client.close()
-
-
 def runs(app, client) -> list[Path]:
     folder = app.workspace.folder(client.session_hash)
     return sorted(folder.iterdir()) if folder.exists() else []

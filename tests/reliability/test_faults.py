@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from .corpus import SHORT_SIDE, encode
-from .harness import App, RunCounter, leftover_files, segment
+from benchmarks.load import RunCounter
 from referdino_demo.cli import main
 from referdino_demo.errors import InputLimitError, MemoryBudgetError
 from referdino_demo.io import iter_video
 from referdino_demo.predictor import ReferDinoPredictor
 from referdino_demo.ui.session import AppConfig, Backend, PredictorRegistry, RunOptions, Workspace
+
+from .corpus import SHORT_SIDE, encode
+from .harness import App, leftover_files, segment
 
 CONFIG = AppConfig(default_checkpoint="tiny-random", max_frames=48, max_duration_s=10.0, short_side=SHORT_SIDE)
 

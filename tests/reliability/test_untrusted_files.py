@@ -111,13 +111,6 @@ def app(gradio_dir, checkpoints):
     app.close()
 
 
-@pytest.fixture(scope="module")
-def client(app, tmp_path_factory):
-    client = app.client(tmp_path_factory.mktemp("downloads"))
-    yield client
-    client.close()
-
-
 @pytest.mark.parametrize("case", CHECKPOINT_CASES, ids=[c.name for c in CHECKPOINT_CASES])
 def test_app_bad_checkpoint_gives_its_message_and_the_next_request_works(app, client, checkpoints, videos, case):
     with pytest.raises(Exception, match=case.message) as error:
