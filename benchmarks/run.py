@@ -34,18 +34,22 @@ def stage_table(config: str, frames: int, device: str, dtype: str) -> None:
           f"speed-up {pruned['model_fps'] / unpruned['model_fps']:.2f}x; peak RSS {pruned['peak_rss_mb']:.0f} MiB")
 
 
-def sampler_table(config: str, frames: int, device: str) -> None:
-    """Our gather sampler against transformers' grid_sample one (the official CPU fallback's arithmetic)."""
+# Each optimisation that replaces transformers' arithmetic with an equivalent, as `benchmarks.stages` flags.
+OPTIMISATIONS = {"gather sampler": ["--sampler", "grid_sample"], "re-associated fusion": ["--fusion", "transformers"]}
+
+
+def optimisation_table(config: str, frames: int, device: str) -> None:
+    """Each optimisation alone and all together, against transformers' original layers."""
     args = ["--config", config, "--frames", str(frames), "--device", device]
     ours = run_isolated("benchmarks.stages", *args)
-    reference = run_isolated("benchmarks.stages", *args, "--sampler", "grid_sample")
-    print(f"\n## {config}: deformable sampling, gather vs grid_sample, {frames} frames")
-    for stage in ("encoder", "decoder", "mask_decoder"):
-        a, b = ours["seconds"][stage], reference["seconds"][stage]
-        print(f"{stage:13s}: {a:7.3f} s vs {b:7.3f} s, {b / a:5.2f}x faster")
-    print(f"model frames/s: {ours['model_fps']:.3f} vs {reference['model_fps']:.3f} "
-          f"({ours['model_fps'] / reference['model_fps']:.2f}x); peak RSS {ours['peak_rss_mb']:.0f} vs "
-          f"{reference['peak_rss_mb']:.0f} MiB")
+    runs = {f"without {name}": run_isolated("benchmarks.stages", *args, *flags) for name, flags in OPTIMISATIONS.items()}
+    runs["without both"] = run_isolated("benchmarks.stages", *args, *sum(OPTIMISATIONS.values(), []))
+    print(f"\n## {config}: optimisations, {frames} frames (ratio = that run's time / ours)")
+    print(f"{'':30s} {'encoder s':>9s} {'decoder s':>9s} {'mask dec s':>10s} {'frames/s':>9s} {'ratio':>6s} {'peak MiB':>8s}")
+    for name, run in {"ours": ours, **runs}.items():
+        seconds = run["seconds"]
+        print(f"{name:30s} {seconds['encoder']:9.3f} {seconds['decoder']:9.3f} {seconds['mask_decoder']:10.3f} "
+              f"{run['model_fps']:9.3f} {ours['model_fps'] / run['model_fps']:6.2f} {run['peak_rss_mb']:8.0f}")
 
 
 def chunk_table(config: str, frames: int, device: str) -> None:
@@ -91,7 +95,7 @@ def main() -> None:
     for config in configs:
         frames = 4 if config != "tiny" else (4 if args.quick else 8)
         stage_table(config, frames, args.device, "float32")
-        sampler_table(config, frames, args.device)
+        optimisation_table(config, frames, args.device)
         if args.device == "cuda":
             dtype_table(config, frames, args.device)
     chunk_table("tiny", 4 if args.quick else 8, args.device)

@@ -14,6 +14,7 @@ import torch
 from referdino_demo.io.video_reader import read_video
 from referdino_demo.io.video_writer import write_video
 from referdino_demo.model.deformable import set_deformable_sampler
+from referdino_demo.model.fusion import set_fusion_attention
 from referdino_demo.model.outputs import FrameQueries
 from referdino_demo.model.tracker import QueryTracker
 from referdino_demo.preprocess.frames import preprocess_frames
@@ -25,8 +26,8 @@ from .common import SHORT_SIDE, build, clip, peak_rss_mb, text, timer
 @torch.inference_mode()
 def time_stages(config: str, frames: int, query_decay: float | None, device: str = "cpu",
                 dtype: torch.dtype = torch.float32, chunk_size: int = 8, repeats: int = 1,
-                sampler: str = "gather") -> dict:
-    model = set_deformable_sampler(build(config, device), sampler)
+                sampler: str = "gather", fusion: str = "reassociated") -> dict:
+    model = set_fusion_attention(set_deformable_sampler(build(config, device), sampler), fusion)
     raw = clip(frames)
     t: dict[str, float] = {}
     autocast = torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
@@ -92,7 +93,7 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
                     "mask_decoder")
     per_repeat = {k: v / repeats for k, v in t.items()}
     model_seconds = sum(per_repeat[k] for k in model_stages)
-    return {"config": config, "frames": frames, "query_decay": query_decay, "device": device, "sampler": sampler,
+    return {"config": config, "frames": frames, "query_decay": query_decay, "device": device, "sampler": sampler, "fusion": fusion,
             "dtype": str(dtype).removeprefix("torch."), "seconds": per_repeat, "model_seconds": model_seconds,
             "model_fps": frames / model_seconds, "peak_rss_mb": peak_rss_mb(),
             "final_queries": int(logits.shape[1])}
@@ -109,11 +110,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--sampler", default="gather", help="deformable sampler: gather (default) or grid_sample")
+    parser.add_argument("--fusion", default="reassociated", help="bi-attention: reassociated (default) or transformers")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(json.dumps(time_stages(args.config, args.frames, args.query_decay, args.device,
-                                 getattr(torch, args.dtype), args.chunk_size, args.repeats, args.sampler)))
+                                 getattr(torch, args.dtype), args.chunk_size, args.repeats, args.sampler,
+                                 args.fusion)))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from transformers.models.grounding_dino.modeling_grounding_dino import (
 
 from .backbone import VisualFeatures
 from .config import ReferDinoConfig
-from .fusion import FusionAttention
+from .fusion import set_fusion_attention
 from .layers import grounding_dino_config
 
 
@@ -56,8 +56,8 @@ class ReferDinoEncoder(nn.Module):
         self.d_model = config.d_model
         self.level_embed = nn.Parameter(torch.zeros(config.num_feature_levels, config.d_model))
         self.layers = nn.ModuleList(GroundingDinoEncoderLayer(hf_config) for _ in range(config.encoder_layers))
+        set_fusion_attention(self, "reassociated")
         for layer in self.layers:
-            layer.fusion_layer.attn = FusionAttention(hf_config)  # the same weights, re-associated
             # The FFN's (T, S, 2048) hidden tensor is the encoder's largest: rectify it where it lies.
             layer.deformable_layer.activation_fn = nn.ReLU(inplace=True)
 

@@ -9,7 +9,8 @@ Each of those projections is linear, so it can be moved to the text side of the 
     text out_h    = Pt_h (v Wv_h^T + bv_h)          = (Pt_h v) Wv_h^T + bv_h   (rows of Pt_h sum to 1)
 
 The image side then costs three (tokens x 256 x heads*L) products instead of three (tokens x 256 x 1024)
-ones: the encoder does about 45% fewer multiply-adds. Everything else (the global max subtraction, the
+ones: the encoder does about 45% fewer multiply-adds. When heads*L is not smaller than the projection width
+(very long captions, or small configs) the original order is cheaper and is used instead. Everything else (the global max subtraction, the
 +-50000 clamps, the masks, the softmaxes) is transformers' and the official code's, step for step; results
 equal theirs to float rounding (checked by the parity tool and `tests/model/test_fusion.py`).
 """
@@ -17,7 +18,11 @@ equal theirs to float rounding (checked by the parity tool and `tests/model/test
 from __future__ import annotations
 
 import torch
-from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoBiMultiHeadAttention
+from torch import nn
+from transformers.models.grounding_dino.modeling_grounding_dino import (
+    GroundingDinoBiMultiHeadAttention,
+    GroundingDinoFusionLayer,
+)
 
 
 class FusionAttention(GroundingDinoBiMultiHeadAttention):
@@ -26,10 +31,12 @@ class FusionAttention(GroundingDinoBiMultiHeadAttention):
     def forward(self, vision_features: torch.Tensor, text_features: torch.Tensor,
                 vision_attention_mask: torch.Tensor | None = None, text_attention_mask: torch.Tensor | None = None):
         """vision_features (B, N, d); text_features (B, L, d); masks (B, N) and (B, L), True = padding
-        -> ((image update (B, N, d), image->text probabilities (B, heads, N, L)),
-            (text update (B, L, d), text->image probabilities (B, heads, L, N)))."""
+        -> ((image update (B, N, d), image->text probabilities (B*heads, N, L)),
+            (text update (B, L, d), text->image probabilities (B*heads, L, N))), as transformers returns them."""
         batch, tokens, _ = vision_features.shape
         words, heads, head_dim = text_features.shape[1], self.num_heads, self.head_dim
+        if heads * words >= self.embed_dim:
+            return super().forward(vision_features, text_features, vision_attention_mask, text_attention_mask)
 
         keys = self.text_proj(text_features).view(batch, words, heads, head_dim)
         query_weight = self.vision_proj.weight.view(heads, head_dim, -1)  # (h, e, d)
@@ -61,4 +68,18 @@ class FusionAttention(GroundingDinoBiMultiHeadAttention):
         text_values_out = (torch.einsum("bhld,hed->blhe", pooled, value_weight)
                            + self.values_vision_proj.bias.view(heads, head_dim))
         text_out = self.out_text_proj(text_values_out.flatten(2))
-        return (vision_out, vision_probs), (text_out, text_probs)
+        return (vision_out, vision_probs.flatten(0, 1)), (text_out, text_probs.flatten(0, 1))
+
+
+FUSIONS = {"reassociated": FusionAttention, "transformers": GroundingDinoBiMultiHeadAttention}
+
+
+def set_fusion_attention(model: nn.Module, name: str = "reassociated") -> nn.Module:
+    """Use bi-attention `name` in every fusion layer inside `model`: "reassociated" (ours, the default) or
+    "transformers" (the original, kept as the reference the benchmarks and tests compare against). Only
+    `forward` differs between the two, so switching the class keeps the very same parameters."""
+    kind = FUSIONS[name]
+    for module in model.modules():
+        if isinstance(module, GroundingDinoFusionLayer):
+            module.attn.__class__ = kind
+    return model
