@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .checkpoints.hub import TINY_RANDOM
-from .errors import CheckpointMismatchError, ExpressionError, MemoryBudgetError, ReferDinoError
+from .errors import ExpressionError, MemoryBudgetError, ReferDinoError
 from .io.video_reader import VideoFrames, VideoInfo, iter_video
 from .model import ReferDinoModel
 from .model.modeling import TextFeatures
@@ -112,25 +112,6 @@ class _Sized:
     info: VideoInfo
 
 
-def _load_model(checkpoint, filename) -> ReferDinoModel:
-    """`ReferDinoModel.from_pretrained`, with the errors a damaged or foreign file causes inside torch, safetensors or
-    json (a size mismatch, unreadable JSON, a cut safetensors file) turned into `CheckpointMismatchError`."""
-    try:
-        from safetensors import SafetensorError
-    except ImportError:  # older safetensors
-        SafetensorError = OSError  # noqa: N806
-    try:
-        return ReferDinoModel.from_pretrained(checkpoint, filename)
-    except ReferDinoError:
-        raise
-    except (RuntimeError, ValueError, KeyError, TypeError, OSError, SafetensorError) as err:
-        detail = " ".join(str(err).split())
-        detail = detail if len(detail) <= 300 else detail[:300] + "..."
-        raise CheckpointMismatchError(
-            f"checkpoint {checkpoint}{'/' + filename if filename else ''} could not be loaded ({type(err).__name__}: "
-            f"{detail}). It is damaged, unreadable or does not fit its configuration: download or export it again") from err
-
-
 def is_out_of_memory(err: BaseException) -> bool:
     """MemoryError, torch.OutOfMemoryError (CUDA), or the RuntimeError torch's CPU and MPS allocators raise."""
     if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
@@ -205,7 +186,7 @@ class ReferDinoPredictor:
         """checkpoint: 'tiny-random', a Hub name ('liangtm/referdino', 'ryt_swinb.pth'), a local `.pth` or a
         folder saved by `save_pretrained`. vocab: a local bert-base-uncased `vocab.txt` (else the Hub cache;
         'tiny-random' falls back to a built-in vocabulary: its weights are random anyway)."""
-        model = _load_model(checkpoint, filename)
+        model = ReferDinoModel.from_pretrained(checkpoint, filename)
         if vocab is None and str(checkpoint) == TINY_RANDOM:
             tokenizer = synthetic_tokenizer()
         else:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointMismatchError, CheckpointNotFoundError
+from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ReferDinoError
 from ..model import ReferDinoConfig, ReferDinoModel
 from .convert import convert_official_state_dict
 from .hub import HUB_REPO, RELEASED, TINY_RANDOM, download_checkpoint, split_hub_name
@@ -77,7 +77,27 @@ def from_pretrained(source: str | Path = TINY_RANDOM, filename: str | None = Non
     checkpoint) or a released file name (`"ryt_swinb.pth"`); a local official `.pth`; a folder saved by
     `save_pretrained`. `config` overrides the configuration inferred for an official `.pth`. `sha256`, when
     given (or known for a released file), is checked before the file is read.
+
+    A damaged or foreign file raises `CheckpointMismatchError`, whatever torch, safetensors or json say about it.
     """
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # older safetensors
+        SafetensorError = OSError  # noqa: N806
+    try:
+        return _from_pretrained(source, filename, config, sha256)
+    except ReferDinoError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError, SafetensorError) as err:
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) <= 300 else detail[:300] + "..."
+        raise CheckpointMismatchError(
+            f"checkpoint {source}{'/' + filename if filename else ''} could not be loaded ({type(err).__name__}: "
+            f"{detail}). It is damaged, unreadable or does not fit its configuration: download or export it again"
+        ) from err
+
+
+def _from_pretrained(source, filename, config, sha256) -> ReferDinoModel:
     if str(source) == TINY_RANDOM:
         return tiny_random_model()
     path = Path(source)

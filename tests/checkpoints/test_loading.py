@@ -55,3 +55,20 @@ def test_sha256_is_checked_when_known(parity_dir, tmp_path):
     copy.write_bytes(bytes(data))
     with pytest.raises(CheckpointMismatchError, match="sha256"):
         from_pretrained(copy, sha256=published)
+
+
+@pytest.mark.parametrize("damage", ["config_not_json", "config_wrong_field", "weights_cut"])
+def test_damaged_folder_is_a_checkpoint_error_not_a_library_traceback(tmp_path, tiny_model, damage):
+    from referdino_demo.errors import CheckpointMismatchError
+
+    folder = tmp_path / "m"
+    tiny_model.save_pretrained(folder)
+    if damage == "config_not_json":
+        (folder / "config.json").write_text("{not json")
+    elif damage == "config_wrong_field":
+        (folder / "config.json").write_text('{"d_model": "wide"}')
+    else:
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointMismatchError, match="could not be loaded .* download or export it again"):
+        ReferDinoModel.from_pretrained(folder)
