@@ -17,6 +17,7 @@ from referdino_demo.render.text import drawable_text, font_path
 
 DEFAULT_LABEL_FRACTION = 1 / 32  # label text height relative to the frame's shorter side
 MIN_LABEL_PX = 10
+LABEL_CHARS = 48  # longer expressions are cut with an ellipsis so a label stays on the frame
 
 
 class OverlayRenderer:
@@ -96,7 +97,7 @@ class OverlayRenderer:
         if self.show_boxes and len(shown):
             self._boxes.annotate(scene, shown)
         if self.show_labels and len(shown):
-            texts = [drawable_text(labels[i]) + ("" if scores is None else f" {float(scores[i]):.2f}")
+            texts = [drawable_text(labels[i], LABEL_CHARS) + ("" if scores is None else f" {float(scores[i]):.2f}")
                      for i in np.flatnonzero(keep)]
             self._labeler(frame.shape[:2]).annotate(scene, shown, labels=texts)
         return np.ascontiguousarray(scene[..., ::-1])

@@ -17,6 +17,7 @@ from referdino_demo.render.text import drawable_text
 from referdino_demo.results import VideoSegmentation
 
 TABLE_KEYS = ("frame", "time_s", "expression", "score", "mask_area")
+LEGEND_CHARS = 60  # longer expressions are cut with an ellipsis so the legend leaves room for the plot
 
 
 def plot_scores(segmentation: VideoSegmentation, *, ax: Axes | None = None, threshold: float | None = None,
@@ -61,5 +62,5 @@ def scores_table(segmentation: VideoSegmentation, *, threshold: float = 0.5, mul
 
 def _legend_text(expression: str) -> str:
     # "$" would start mathtext (and raise on bad TeX); a leading "_" hides a legend entry
-    text = drawable_text(expression).replace("$", r"\$")
+    text = drawable_text(expression, LEGEND_CHARS).replace("$", r"\$")
     return " " + text if text.startswith("_") else text

@@ -34,11 +34,12 @@ def _face() -> ft2font.FT2Font:
     return ft2font.FT2Font(font_path())
 
 
-def drawable_text(text: str) -> str:
+def drawable_text(text: str, max_chars: int | None = None) -> str:
     """``text`` on one line, with characters the font cannot draw replaced by ``?``.
 
     Whitespace (newlines, tabs) becomes a space; a missing mark or format character (zero-width joiner,
     variation selector, combining accent) is dropped rather than replaced, since it has no width anyway.
+    With ``max_chars``, a longer result is cut to that many characters, the last one an ellipsis.
     """
     face = _face()
     out = []
@@ -49,4 +50,7 @@ def drawable_text(text: str) -> str:
             out.append(ch)
         elif unicodedata.category(ch) not in ("Mn", "Me", "Cf"):
             out.append(MISSING_GLYPH)
-    return "".join(out)
+    line = "".join(out)
+    if max_chars is not None and len(line) > max_chars:
+        line = line[:max_chars - 1].rstrip() + "\u2026"
+    return line

@@ -29,6 +29,7 @@ from referdino_demo.render import (
     render_overlay_video,
     scores_table,
 )
+from referdino_demo.render.plot import LEGEND_CHARS
 from referdino_demo.render.text import drawable_text
 from referdino_demo.results import ExpressionResult, VideoSegmentation
 
@@ -151,6 +152,8 @@ def test_drawable_text_keeps_drawable_characters_and_replaces_the_rest():
     assert drawable_text("the red car <b>") == "the red car <b>"
     assert drawable_text("Größe Жук") == "Größe Жук"
     assert drawable_text("漢\nx") == "? x"  # DejaVu Sans has no CJK glyphs
+    assert drawable_text("the red car", max_chars=11) == "the red car"
+    assert drawable_text("the red car", max_chars=8) == "the red\u2026"
 
 
 def test_overlay_rejects_mismatched_inputs():
@@ -332,6 +335,13 @@ def test_plot_scores_into_given_axes_and_with_tricky_labels():
     assert plot_scores(seg, ax=ax) is figure
     figure.savefig(io.BytesIO(), format="png")  # unescaped, mathtext would raise on "$\frac"
     assert len(ax.get_legend().get_texts()) == 2
+
+
+def test_long_expressions_are_cut_in_the_legend():
+    seg = make_segmentation(expressions=("word " * 1000, "a dog"))
+    texts = [t.get_text() for t in plot_scores(seg).axes[0].get_legend().get_texts()]
+    assert texts[1] == "a dog" and texts[0].startswith("word word") and texts[0].endswith("\u2026")
+    assert len(texts[0]) == LEGEND_CHARS
 
 
 def test_scores_table_rows(segmentation):
