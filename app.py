@@ -26,7 +26,8 @@ from referdino_demo.checkpoints.hub import TINY_RANDOM
 from referdino_demo.cli import CHECKPOINT_ENV, default_checkpoint
 from referdino_demo.errors import ReferDinoError
 from referdino_demo.ui.gradio_app import build_demo
-from referdino_demo.ui.session import AppConfig, PredictorRegistry, environment_flag
+from referdino_demo.ui.config import AppConfig, environment_flag
+from referdino_demo.ui.session import PredictorRegistry
 
 DEFAULTS = AppConfig()
 

@@ -106,7 +106,8 @@ def main(argv=None) -> None:
 
     from referdino_demo.io import write_video
     from referdino_demo.ui.gradio_app import build_demo
-    from referdino_demo.ui.session import AppConfig, PredictorRegistry
+    from referdino_demo.ui.config import AppConfig
+    from referdino_demo.ui.session import PredictorRegistry
 
     height, width = (int(v) for v in args.size.split("x"))
     video = write_video(work / "clip.mp4", clip(args.frames, (height, width)), 12)

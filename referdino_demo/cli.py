@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .checkpoints.hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
-from .errors import ReferDinoError
+from .errors import ReferDinoError, one_line
 
 EXPORTS = ("png", "palette", "rle", "csv", "overlay", "heatmap")
 DEFAULT_EXPORTS = "png,rle,csv,overlay"
@@ -143,7 +143,7 @@ def run_reporting_errors(prog: str, handler, args) -> int:
     try:
         return handler(args)
     except ReferDinoError as err:
-        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever the message
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return 1
     except Exception as err:  # out of memory while writing exports (segmenting reports its own MemoryBudgetError)
         from .predictor import is_out_of_memory

@@ -47,3 +47,9 @@ class ModelLoadError(ReferDinoError):
 class JobCancelledError(ReferDinoError):
     """A job stopped early because its user left (the browser session ended) before the result was ready; nothing
     it wrote is kept."""
+
+
+def one_line(err: BaseException | str, limit: int | None = None) -> str:
+    """``str(err)`` on one line (runs of whitespace become one space), cut after ``limit`` characters."""
+    text = " ".join(str(err).split())
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ReferDinoError
+from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ReferDinoError, one_line
 from ..model import ReferDinoConfig, ReferDinoModel
 from .convert import convert_official_state_dict
 from .hub import HUB_REPO, RELEASED, TINY_RANDOM, download_checkpoint, split_hub_name
@@ -89,11 +89,9 @@ def from_pretrained(source: str | Path = TINY_RANDOM, filename: str | None = Non
     except ReferDinoError:
         raise
     except (RuntimeError, ValueError, KeyError, TypeError, OSError, SafetensorError) as err:
-        detail = " ".join(str(err).split())
-        detail = detail if len(detail) <= 300 else detail[:300] + "..."
         raise CheckpointMismatchError(
             f"checkpoint {source}{'/' + filename if filename else ''} could not be loaded ({type(err).__name__}: "
-            f"{detail}). It is damaged, unreadable or does not fit its configuration: download or export it again"
+            f"{one_line(err, 300)}). It is damaged, unreadable or does not fit its configuration: download or export it again"
         ) from err
 
 

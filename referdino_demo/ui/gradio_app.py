@@ -13,8 +13,9 @@ import gradio as gr
 
 from ..checkpoints.hub import TINY_RANDOM
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadError, ReferDinoError
-from .session import (DTYPES, AppConfig, Backend, PredictorRegistry, RunOptions, View, Workspace, as_text,
-                      canonical_checkpoint, message)
+from .config import DTYPES, AppConfig, RunOptions, canonical_checkpoint
+from .session import Backend, PredictorRegistry, View, as_text, message
+from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""What the Gradio app needs that is not UI: settings, the predictor registry, input checks before any model
-work, running the model (on ZeroGPU when the `spaces` package is there) and rendering one user's cached result
-into files in that user's private folder.
+"""What the Gradio app needs that is not UI: the predictor registry, input checks before any model work,
+running the model (on ZeroGPU when the `spaces` package is there) and rendering one user's cached result into
+files in that user's private folder (`workspace.py`). Settings are in `config.py`.
 
 Nothing here imports gradio, so it can be tested and reused without a browser. The model runs only in
 `Backend.segment`; everything `SessionResult` does (threshold, opacity, candidate, frame, expression) works from
@@ -9,115 +9,31 @@ the cached `VideoSegmentation` and the re-decoded frames.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
-import filecmp
-import hashlib
-import hmac
 import html
 import itertools
 import logging
 import math
-import os
 import re
-import secrets
 import shutil
-import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints.hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
 from ..errors import (InputLimitError, JobCancelledError, MemoryBudgetError, ModelLoadError, ReferDinoError,
-                      VideoReadError)
-from ..io.video_reader import DEFAULT_MAX_PIXELS, VideoFrames, iter_video
+                      VideoReadError, one_line)
+from ..io.video_reader import VideoFrames, iter_video
 from ..results import VideoSegmentation
+from .config import AppConfig, RunOptions, canonical_checkpoint
+from .workspace import SESSION_ENDED, Job, Workspace
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
-
-
-# -- settings -----------------------------------------------------------------------------------------
-def canonical_checkpoint(name: str) -> str:
-    """One spelling per checkpoint: 'ryt_swinb.pth' and 'liangtm/referdino/ryt_swinb.pth' are the same."""
-    name = str(name).strip()
-    if name in RELEASED:
-        return f"{HUB_REPO}/{name}"
-    if name == HUB_REPO:
-        return f"{HUB_REPO}/{DEFAULT_CHECKPOINT}"
-    return name
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    """Settings of one app instance (command line / environment); per-run choices are `RunOptions`.
-
-    max_frames: frame budget (longer clips are subsampled to it) and the largest value the UI offers.
-    max_duration_s: longest clip accepted; max_upload_mb: largest upload (also `launch(max_file_size=)`);
-    max_pixels: largest frame (width x height) accepted; memory_budget_mb: largest estimated peak memory of one
-    job (`ReferDinoPredictor.estimate_memory_mb`), None for no budget; concurrency: model runs at the same time.
-    """
-
-    default_checkpoint: str = f"{HUB_REPO}/{DEFAULT_CHECKPOINT}"
-    extra_checkpoints: tuple[str, ...] = ()
-    max_frames: int = 96
-    max_duration_s: float = 120.0
-    max_upload_mb: float = 200.0
-    max_expressions: int = 8
-    short_side: int = 360
-    concurrency: int = 1
-    examples_dir: Path | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    memory_budget_mb: float | None = 8192.0
-
-    @property
-    def max_upload_bytes(self) -> int:
-        """For `launch(max_file_size=...)`."""
-        return int(self.max_upload_mb * 2**20)
-
-    def checkpoint_choices(self) -> list[tuple[str, str]]:
-        """(label, value) pairs for the checkpoint menu: released files, tiny-random, then custom names."""
-        choices = [(f"{name} ({c.trained_on})", f"{HUB_REPO}/{name}") for name, c in RELEASED.items()]
-        choices.append(("tiny-random (untrained weights: tries the interface, masks are random)", TINY_RANDOM))
-        for name in (self.default_checkpoint, *self.extra_checkpoints):
-            name = canonical_checkpoint(name)
-            if name not in [value for _, value in choices]:
-                choices.append((f"{name} (custom)", name))
-        return choices
-
-    def examples(self) -> list[list[str]]:
-        """[video path, expressions one per line] for every committed example clip."""
-        from ..examples import SCENES
-
-        if self.examples_dir is None:
-            return []
-        return [[str(self.examples_dir / f"{scene}.mp4"), "\n".join(texts)] for scene, texts in SCENES.items()
-                if (self.examples_dir / f"{scene}.mp4").is_file()]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The choices that need a model run (any change means pressing Segment again)."""
-
-    checkpoint: str
-    dtype: str = "auto"
-    query_decay: float = 0.5
-    num_candidates: int = 5
-    stride: int = 1
-    max_frames: int = 96
-    short_side: int = 360
-
-    def segment_kwargs(self, config: AppConfig) -> dict:
-        return dict(stride=int(self.stride), max_frames=min(int(self.max_frames), config.max_frames),
-                    short_side=int(self.short_side), query_decay=float(self.query_decay),
-                    num_candidates=int(self.num_candidates), max_duration_s=config.max_duration_s,
-                    max_pixels=config.max_pixels, memory_budget_mb=config.memory_budget_mb)
 
 
 # -- predictors ---------------------------------------------------------------------------------------
@@ -168,7 +84,7 @@ class PredictorRegistry:
                                     "run the app on a machine with more memory") from None
         except Exception as err:
             log.exception("loading checkpoint %s failed", name)
-            raise ModelLoadError(f"could not load checkpoint {name} ({type(err).__name__}: {_one_line(err)}). "
+            raise ModelLoadError(f"could not load checkpoint {name} ({type(err).__name__}: {one_line(err, 300)}). "
                                  "Try again; if it keeps failing, choose another checkpoint") from err
 
 
@@ -196,142 +112,6 @@ def as_text(text: str) -> str:
 def message(err: BaseException) -> str:
     """An error message for an HTML toast: tags shown as text."""
     return html.escape(str(err), quote=False)
-
-
-# -- per-session files ----------------------------------------------------------------------------------
-@dataclass(eq=False)
-class Job:
-    """One running request of a session. `cancelled` becomes True when the session ends before the job does."""
-
-    session: str | None
-    id: str = field(default_factory=lambda: secrets.token_hex(8))
-    cancelled: bool = False
-    folders: list[Path] = field(default_factory=list)
-
-
-class Workspace:
-    """A private temporary folder per browser session under one root, removed when the session ends, with a fresh
-    folder per request inside it; and the uploads the session used, removed with it.
-
-    root: the folder (default: a new temporary one under `parent`, removed at exit). served: the app serves files
-    straight from here (the root is inside Gradio's upload folder), so folder names must not reveal session ids: they
-    are then keyed hashes of them. uploads: Gradio's upload folder; a video from there that a session segmented is
-    deleted when the last session using it ends, unless it has the content of one of the `protected` files (the
-    examples). Jobs (`start_job`) of a session that ends are marked cancelled and their folders removed.
-    """
-
-    MAX_TRACKED_UPLOADS = 1024
-
-    def __init__(self, root: str | Path | None = None, *, parent: str | Path | None = None, served: bool = False,
-                 uploads: str | Path | None = None, protected: Iterable[str | Path] = ()):
-        if root:
-            self.root = Path(root)
-        else:
-            if parent is not None:
-                Path(parent).mkdir(parents=True, exist_ok=True)
-            self.root = Path(tempfile.mkdtemp(prefix="referdino-app-", dir=parent))
-        self.root.mkdir(parents=True, exist_ok=True)
-        atexit.register(shutil.rmtree, self.root, True)
-        self.served = served
-        self.uploads = Path(uploads).resolve() if uploads else None
-        self.protected = [Path(p) for p in protected]
-        self._secret = secrets.token_bytes(16)
-        self._lock = threading.Lock()
-        self._jobs: dict[str, Job] = {}
-        self._uploads: dict[Path, set[str]] = {}  # upload -> sessions that used it
-
-    def folder(self, session: str | None) -> Path:
-        """The session's folder (it may not exist yet)."""
-        name = session or "anonymous"
-        if self.served:
-            name = hmac.new(self._secret, name.encode(), hashlib.sha256).hexdigest()[:32]
-        return self.root / _safe_name(name)
-
-    def new_folder(self, session: str | None, job: Job | None = None) -> Path:
-        """A fresh folder for one request; refused (`JobCancelledError`) when `job`'s session has ended."""
-        with self._lock:
-            if job is not None and job.cancelled:
-                raise JobCancelledError(SESSION_ENDED)
-            parent = self.folder(session)
-            parent.mkdir(parents=True, exist_ok=True)
-            folder = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
-            if job is not None:
-                job.folders.append(folder)
-            return folder
-
-    def remove(self, session: str | None) -> None:
-        """The session ended: cancel its running jobs, delete its folder and the uploads only it used."""
-        if not session:
-            return
-        with self._lock:
-            for job in self._jobs.values():
-                if job.session == session:
-                    job.cancelled = True
-            shutil.rmtree(self.folder(session), ignore_errors=True)
-            orphans = []
-            for path, users in list(self._uploads.items()):
-                users.discard(session)
-                if not users:
-                    del self._uploads[path]
-                    orphans.append(path)
-        for path in orphans:
-            path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                path.parent.rmdir()  # Gradio's per-upload folder, when empty
-
-    # jobs
-    def start_job(self, session: str | None) -> Job:
-        job = Job(session)
-        with self._lock:
-            self._jobs[job.id] = job
-        return job
-
-    def finish_job(self, job: Job) -> None:
-        """Forget `job`; if its session ended meanwhile, delete what it wrote."""
-        with self._lock:
-            self._jobs.pop(job.id, None)
-            if job.cancelled:
-                for folder in job.folders:
-                    shutil.rmtree(folder, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    self.folder(job.session).rmdir()  # when empty: the session has gone
-
-    def cancelled(self, job_id: str) -> bool:
-        job = self._jobs.get(job_id)
-        return job is not None and job.cancelled
-
-    # uploads
-    def adopt_upload(self, session: str | None, video: str | Path | None) -> None:
-        """Remember that `session` used the uploaded `video`, so that it is deleted when no session uses it."""
-        if not (session and video and self.uploads):
-            return
-        path = Path(video).resolve()
-        if not path.is_file() or not path.is_relative_to(self.uploads) or path.is_relative_to(self.root.resolve()):
-            return
-        if any(p.is_file() and p.stat().st_size == path.stat().st_size and filecmp.cmp(p, path, shallow=False)
-               for p in self.protected):
-            return  # Gradio's copy of an example: every session may still click it
-        with self._lock:
-            if len(self._uploads) > self.MAX_TRACKED_UPLOADS:  # sessions that never end (API calls without a
-                for old in [p for p in self._uploads if not p.exists()]:  # heartbeat): forget what Gradio's own
-                    del self._uploads[old]  # cleanup (delete_cache) removed already
-            self._uploads.setdefault(path, set()).add(session)
-
-    def active_jobs(self) -> int:
-        return len(self._jobs)
-
-
-SESSION_ENDED = "The session ended before the result was ready (the page was closed or lost its connection); " \
-                "the job was stopped and its files deleted. Reload the page and press Segment again."
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:64] or "anonymous"
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -- running the model ----------------------------------------------------------------------------------
@@ -652,7 +432,3 @@ def _swatch(index: int) -> str:
     from ..render import hex_color
 
     return f'<span style="color:{hex_color(index)}">■</span>'
-
-
-def environment_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")

@@ -13,7 +13,8 @@ from PIL import Image
 
 from benchmarks.load import RunCounter
 from referdino_demo.io import iter_video, probe_video
-from referdino_demo.ui.session import AppConfig, PredictorRegistry
+from referdino_demo.ui.config import AppConfig
+from referdino_demo.ui.session import PredictorRegistry
 
 from .corpus import SHORT_SIDE, encode
 from .harness import App, leftover_files, segment

@@ -14,7 +14,8 @@ from PIL import Image
 from .corpus import HUNDRED, MARKUP, SCRIPTS, THOUSAND_WORDS, VIDEO_ERRORS, VIDEO_SUCCESSES
 from .harness import App, leftover_files, segment
 from referdino_demo.io import probe_video
-from referdino_demo.ui.session import AppConfig, PredictorRegistry
+from referdino_demo.ui.config import AppConfig
+from referdino_demo.ui.session import PredictorRegistry
 
 CONFIG = AppConfig(default_checkpoint="tiny-random", max_frames=16, max_duration_s=6.0, max_upload_mb=2.0,
                    max_expressions=4, short_side=128)

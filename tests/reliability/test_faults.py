@@ -17,7 +17,9 @@ from referdino_demo.cli import main
 from referdino_demo.errors import InputLimitError, MemoryBudgetError
 from referdino_demo.io import iter_video
 from referdino_demo.predictor import ReferDinoPredictor
-from referdino_demo.ui.session import AppConfig, Backend, PredictorRegistry, RunOptions, Workspace
+from referdino_demo.ui.config import AppConfig, RunOptions
+from referdino_demo.ui.session import Backend, PredictorRegistry
+from referdino_demo.ui.workspace import Workspace
 
 from .corpus import SHORT_SIDE, encode
 from .harness import App, leftover_files, segment

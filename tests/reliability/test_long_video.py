@@ -11,7 +11,8 @@ from .corpus import SHORT_SIDE, make_ten_minute_video
 from .harness import App, segment
 from referdino_demo.cli import main
 from referdino_demo.errors import InputLimitError, MemoryBudgetError
-from referdino_demo.ui.session import AppConfig, PredictorRegistry
+from referdino_demo.ui.config import AppConfig
+from referdino_demo.ui.session import PredictorRegistry
 
 pytestmark = pytest.mark.slow
 

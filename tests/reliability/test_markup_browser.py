@@ -7,7 +7,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from .harness import App
-from referdino_demo.ui.session import AppConfig, PredictorRegistry
+from referdino_demo.ui.config import AppConfig
+from referdino_demo.ui.session import PredictorRegistry
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,8 @@ from .harness import App, leftover_files, segment
 from referdino_demo.cli import main
 from referdino_demo.errors import CheckpointMismatchError
 from referdino_demo.predictor import ReferDinoPredictor
-from referdino_demo.ui.session import AppConfig, PredictorRegistry
+from referdino_demo.ui.config import AppConfig
+from referdino_demo.ui.session import PredictorRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = {c.name: c for c in CHECKPOINT_CASES}

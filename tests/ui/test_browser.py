@@ -18,7 +18,9 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from referdino_demo.ui.gradio_app import build_demo
-from referdino_demo.ui.session import AppConfig, PredictorRegistry, Workspace
+from referdino_demo.ui.config import AppConfig
+from referdino_demo.ui.session import PredictorRegistry
+from referdino_demo.ui.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "examples" / "red_ball.mp4"  # 24 frames, 320x180

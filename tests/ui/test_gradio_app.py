@@ -23,7 +23,9 @@ from PIL import Image
 from referdino_demo.examples import synthetic_clip
 from referdino_demo.io import probe_video, write_video
 from referdino_demo.ui.gradio_app import build_demo
-from referdino_demo.ui.session import AppConfig, Backend, PredictorRegistry, RunOptions, View, Workspace, gpu_seconds
+from referdino_demo.ui.config import AppConfig, RunOptions
+from referdino_demo.ui.session import Backend, PredictorRegistry, View, gpu_seconds
+from referdino_demo.ui.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = AppConfig(default_checkpoint="tiny-random", max_frames=16, max_duration_s=6.0, max_upload_mb=1.0,
