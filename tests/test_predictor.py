@@ -5,6 +5,7 @@ import pytest
 
 from referdino_demo.errors import ExpressionError, VideoReadError
 from referdino_demo.predictor import ReferDinoPredictor, validate_expressions
+from referdino_demo.preprocess.text import caption_for, tokenize
 
 SHORT = 128  # the model input's short side: small enough for a CPU test, large enough for 300 queries
 
@@ -123,13 +124,37 @@ def test_expression_cleaning():
     assert validate_expressions("a dog\n\n  the  cat \na dog") == ["a dog", "the cat"]
 
 
-def test_reduced_precision_path_agrees_with_float32(predictor, clip, both):
-    """The bf16 autocast path GPUs take, run here under CPU autocast: bf16-sized differences only. (Random
-    weights give near-tied scores, so the chosen query may differ: compare the masks of the same query.)"""
+def test_reduced_precision_path_runs_and_stays_within_bf16_error(predictor, clip):
+    """The bf16 autocast path GPUs take, run here under CPU autocast. Random weights make the final choice
+    chaotic (near-tied scores, tracker slots that swap), so closeness is checked on the encoder's output."""
+    import torch
+
+    from referdino_demo.model.deformable import DeformableSampling
+    from referdino_demo.preprocess.frames import preprocess_frames
+
     half = ReferDinoPredictor(predictor.model, predictor.tokenizer, device="cpu", dtype="bfloat16")
     assert "bfloat16" in half.describe()
-    ours, reference = half.segment(clip, ["the red square"], short_side=SHORT, chunk_size=4)[0], both[0]
-    np.testing.assert_allclose(ours.scores, reference.scores, atol=0.1)
-    rank = list(reference.candidates).index(ours.query)
-    a, b = ours.masks(), reference.with_candidate(rank).masks()
-    assert (a & b).sum() / (a | b).sum() > 0.8
+    result = half.segment(clip, ["the red square"], short_side=SHORT, chunk_size=4)[0]
+    assert np.isfinite(result.scores).all() and result.masks().shape == (9, 72, 128)
+
+    model, seen = predictor.model, []
+    text = model.encode_text(tokenize(caption_for("the red square"), predictor.tokenizer))
+    pixels = preprocess_frames(clip[:2], SHORT)
+    hook = next(m for m in model.modules() if isinstance(m, DeformableSampling)).register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].dtype))
+
+    def encode():
+        with torch.inference_mode():
+            visual = model.backbone(pixels)
+            return model.encoder(visual, text.features, text.mask, text.inputs.self_attention_mask,
+                                 text.inputs.position_ids)
+
+    try:
+        reference = encode()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reduced = encode()
+    finally:
+        hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]  # the sampler was given bf16 values (and upcasts them)
+    for a, b in ((reduced.memory, reference.memory), (reduced.text, reference.text)):
+        assert (a.float() - b).norm() / b.norm() < 0.03  # bf16 has 8 bits of mantissa: ~0.4% a rounding
