@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from referdino_demo.io.video_reader import _open_container, _orientation
+from referdino_demo.io.video_file import open_container, orientation
 
 DEFAULT_CRF = 23  # x264's default: visually good, small files
 DEFAULT_PRESET = "medium"
@@ -212,13 +212,13 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
 
     Raises ``VideoReadError`` like ``read_video`` for missing, unreadable or non-video files."""
     path = Path(path)
-    with _open_container(path) as container:
+    with open_container(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         pts, rotation = [], 0
         for frame in container.decode(stream):
             if not pts:
-                rotation, _ = _orientation(frame, dict(stream.metadata))
+                rotation, _ = orientation(frame, dict(stream.metadata))
             pts.append(frame.pts)
         fps = stream.average_rate or stream.guessed_rate
         tb = stream.time_base

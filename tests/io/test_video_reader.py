@@ -1,4 +1,4 @@
-"""Tests for referdino_demo/io/video_reader.py. Every video is generated with PyAV in tmp_path."""
+"""Tests for reading videos (referdino_demo/io/video_reader.py, video_file.py, clip.py). Every video is generated with PyAV in tmp_path."""
 
 import struct
 from fractions import Fraction
@@ -9,7 +9,7 @@ import pytest
 
 from referdino_demo.errors import ConfigError, InputLimitError, VideoReadError
 from referdino_demo.io import VideoInfo, iter_video, read_video
-from referdino_demo.io import video_reader
+from referdino_demo.io import video_file
 
 _CODEC_OPTIONS = {  # (near) lossless so frame ids and orientation survive compression
     "libx264": {"qp": "0"},
@@ -326,7 +326,7 @@ def test_still_images_are_not_videos(tmp_path, name):
 def test_limits_are_checked_before_the_file_is_scanned(clip30, monkeypatch):
     def no_scan(*args):
         raise AssertionError("the file was scanned before a limit was checked")
-    monkeypatch.setattr(video_reader, "_scan", no_scan)
+    monkeypatch.setattr(video_file, "_scan", no_scan)
     with pytest.raises(InputLimitError, match=r"64x48 \(3,072 pixels\), over the limit of 3,000 pixels"):
         read_video(clip30, max_pixels=3000)
     with pytest.raises(InputLimitError, match=r"1\.0 s long, over the limit of 0\.5 s.*start_s/end_s"):
