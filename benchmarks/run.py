@@ -42,10 +42,12 @@ def optimisation_table(config: str, frames: int, device: str) -> None:
     """Each optimisation alone and all together, against transformers' original layers."""
     args = ["--config", config, "--frames", str(frames), "--device", device]
     ours = run_isolated("benchmarks.stages", *args)
-    runs = {f"without {name}": run_isolated("benchmarks.stages", *args, *flags) for name, flags in OPTIMISATIONS.items()}
+    runs = {f"without {name}": run_isolated("benchmarks.stages", *args, *flags)
+            for name, flags in OPTIMISATIONS.items()}
     runs["without both"] = run_isolated("benchmarks.stages", *args, *sum(OPTIMISATIONS.values(), []))
     print(f"\n## {config}: optimisations, {frames} frames (ratio = that run's time / ours)")
-    print(f"{'':30s} {'encoder s':>9s} {'decoder s':>9s} {'mask dec s':>10s} {'frames/s':>9s} {'ratio':>6s} {'peak MiB':>8s}")
+    print(f"{'':30s} {'encoder s':>9s} {'decoder s':>9s} {'mask dec s':>10s} {'frames/s':>9s} {'ratio':>6s} "
+          f"{'peak MiB':>8s}")
     for name, run in {"ours": ours, **runs}.items():
         seconds = run["seconds"]
         print(f"{name:30s} {seconds['encoder']:9.3f} {seconds['decoder']:9.3f} {seconds['mask_decoder']:10.3f} "
@@ -70,17 +72,19 @@ def dtype_table(config: str, frames: int, device: str) -> None:
         print(f"{name:9s}: {run['model_fps']:.3f} frames/s ({run['model_fps'] / runs['float32']['model_fps']:.2f}x fp32)")
 
 
-def pipeline_table(config: str, short: int, long: int, device: str) -> None:
+def pipeline_table(config: str, short: int, long: int, device: str, repeats: int = 1) -> None:
+    """`repeats`: timed runs (median) of the short clip, which the expression ratios divide by."""
     print(f"\n## {config}: the predictor end to end (180x320 clips)")
     base = ["--config", config, "--device", device]
-    runs = {n: run_isolated("benchmarks.pipeline", *base, "--frames", str(n)) for n in (short, long)}
-    a, b = runs[short], runs[long]
+    a = run_isolated("benchmarks.pipeline", *base, "--frames", str(short), "--repeats", str(repeats))
+    b = run_isolated("benchmarks.pipeline", *base, "--frames", str(long))
     print(f"{short} frames: {a['fps']:.2f} frames/s, peak RSS {a['peak_rss_mb']:.0f} MiB; {long} frames: "
           f"{b['fps']:.2f} frames/s, peak RSS {b['peak_rss_mb']:.0f} MiB; memory ratio "
           f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} for {long / short:.0f}x the frames")
     one = a
     for k in (2, 4):
-        run = run_isolated("benchmarks.pipeline", *base, "--frames", str(short), "--expressions", str(k))
+        run = run_isolated("benchmarks.pipeline", *base, "--frames", str(short), "--expressions", str(k),
+                           "--repeats", str(repeats))
         print(f"{k} expressions: {run['seconds'] / one['seconds']:.2f}x the time of one "
               f"(each alone would be {k:.0f}x)")
 
@@ -99,7 +103,7 @@ def main() -> None:
         if args.device == "cuda":
             dtype_table(config, frames, args.device)
     chunk_table("tiny", 4 if args.quick else 8, args.device)
-    pipeline_table("tiny", 10 if args.quick else 30, 30 if args.quick else 300, args.device)
+    pipeline_table("tiny", 10 if args.quick else 30, 30 if args.quick else 300, args.device, repeats=5)
     if "swin_t" in configs:
         pipeline_table("swin_t", 4, 16, args.device)
 

@@ -17,8 +17,8 @@ import numpy as np
 from av.sidedata.sidedata import Type as _SideDataType
 
 from referdino_demo.errors import VideoReadError
-from referdino_demo.io.clip import (DEFAULT_ARRAY_FPS, REENCODE, Frame, VideoFrames, check_duration, check_pixels, make_info,
-                                    select_frames)
+from referdino_demo.io.clip import (DEFAULT_ARRAY_FPS, REENCODE, Frame, VideoFrames, check_duration, check_pixels,
+                                    make_info, select_frames)
 
 _MAX_PROBE_DECODE_ERRORS = 100  # give up looking for a first decodable frame after this many bad packets
 

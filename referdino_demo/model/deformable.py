@@ -72,8 +72,9 @@ def _corner_rows_and_weights(locations: torch.Tensor, attention: torch.Tensor, s
     # (R, heads, 2 y corners, 2 x corners, levels, points): the order inside a bag does not matter,
     # and keeping (levels, points) innermost keeps the broadcasts contiguous.
     weights = (y_weight * attention[:, :, None])[:, :, :, None] * x_weight[:, :, None]
-    batch_of_row = torch.arange(first, first + locations.shape[0], device=locations.device) // queries
-    base = (batch_of_row[:, None] * length * heads + torch.arange(heads, device=locations.device)).view(-1, heads, 1, 1, 1)
+    device = locations.device
+    batch_of_row = torch.arange(first, first + locations.shape[0], device=device) // queries
+    base = (batch_of_row[:, None] * length * heads + torch.arange(heads, device=device)).view(-1, heads, 1, 1, 1)
     y_rows = (starts[:, None] + y_index * sizes[:, 0, None]) * heads + base
     rows = y_rows[:, :, :, None] + (x_index * heads)[:, :, None]
     return rows.flatten(2), weights.flatten(2)

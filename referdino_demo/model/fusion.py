@@ -10,9 +10,10 @@ Each of those projections is linear, so it can be moved to the text side of the 
 
 The image side then costs three (tokens x 256 x heads*L) products instead of three (tokens x 256 x 1024)
 ones: the encoder does about 45% fewer multiply-adds. When heads*L is not smaller than the projection width
-(very long captions, or small configs) the original order is cheaper and is used instead. Everything else (the global max subtraction, the
-+-50000 clamps, the masks, the softmaxes) is transformers' and the official code's, step for step; results
-equal theirs to float rounding (checked by the parity tool and `tests/model/test_fusion.py`).
+(very long captions, or small configs) the original order is cheaper and is used instead. Everything else
+(the global max subtraction, the +-50000 clamps, the masks, the softmaxes) is transformers' and the official
+code's, step for step; results equal theirs to float rounding (checked by the parity tool and
+`tests/model/test_fusion.py`).
 """
 
 from __future__ import annotations
