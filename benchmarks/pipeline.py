@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--expressions", type=int, default=1)
     parser.add_argument("--size", type=int, nargs=2, default=(180, 320))
     parser.add_argument("--chunk-size", type=int, default=8)
-    parser.add_argument("--feature-budget-mb", type=float, default=256)
+    parser.add_argument("--feature-budget-mb", default="auto", help='MB, or "auto" (the predictor\'s default)')
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--short-side", type=int, help="model input short side (default: the config's)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the median is reported")
@@ -38,11 +38,12 @@ def main() -> None:
     # Warm up on two frames (lazy initialisation), then measure.
     predictor.segment(frames[:2], EXPRESSIONS[: args.expressions], short_side=short_side)
     baseline = peak_rss_mb()
+    budget = args.feature_budget_mb if args.feature_budget_mb == "auto" else float(args.feature_budget_mb)
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
         result = predictor.segment(frames, EXPRESSIONS[: args.expressions], short_side=short_side,
-                                   chunk_size=args.chunk_size, feature_budget_mb=args.feature_budget_mb)
+                                   chunk_size=args.chunk_size, feature_budget_mb=budget)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     print(json.dumps({"config": args.config, "frames": args.frames, "expressions": args.expressions,

@@ -73,18 +73,20 @@ def dtype_table(config: str, frames: int, device: str) -> None:
 
 
 def pipeline_table(config: str, short: int, long: int, device: str, repeats: int = 1) -> None:
-    """`repeats`: timed runs (median) of the short clip, which the expression ratios divide by."""
+    """`repeats`: timed runs (median) of the short clip, which the expression ratios divide by. The memory rows
+    use a fixed 256 MB feature budget, so that the long clip takes the bounded-memory second pass."""
     print(f"\n## {config}: the predictor end to end (180x320 clips)")
     base = ["--config", config, "--device", device]
-    a = run_isolated("benchmarks.pipeline", *base, "--frames", str(short), "--repeats", str(repeats))
-    b = run_isolated("benchmarks.pipeline", *base, "--frames", str(long))
+    a = run_isolated("benchmarks.pipeline", *base, "--frames", str(short), "--repeats", str(repeats),
+                     "--feature-budget-mb", "256")
+    b = run_isolated("benchmarks.pipeline", *base, "--frames", str(long), "--feature-budget-mb", "256")
     print(f"{short} frames: {a['fps']:.2f} frames/s, peak RSS {a['peak_rss_mb']:.0f} MiB; {long} frames: "
           f"{b['fps']:.2f} frames/s, peak RSS {b['peak_rss_mb']:.0f} MiB; memory ratio "
           f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} for {long / short:.0f}x the frames")
     one = a
     for k in (2, 4):
         run = run_isolated("benchmarks.pipeline", *base, "--frames", str(short), "--expressions", str(k),
-                           "--repeats", str(repeats))
+                           "--repeats", str(repeats), "--feature-budget-mb", "256")
         print(f"{k} expressions: {run['seconds'] / one['seconds']:.2f}x the time of one "
               f"(each alone would be {k:.0f}x)")
 

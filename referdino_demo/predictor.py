@@ -5,7 +5,8 @@ returned `VideoSegmentation`, so one predictor serves many users. Memory stays b
 frames are decoded, encoded and decoded to masks in chunks, and only compact per-frame state is kept for the
 whole video (the final queries, their boxes and the fused text), which is all the tracker and the temporal
 decoder need to see every frame as the official model does. The stride-4 mask features are kept while they
-fit `feature_budget_mb`, otherwise recomputed in a second pass; both give the same masks.
+fit `feature_budget_mb` (by default a share of the memory free when the job starts), otherwise recomputed in a
+second pass, which runs the backbone and encoder again; both give the same masks.
 """
 
 from __future__ import annotations
@@ -103,6 +104,26 @@ def _refuse_control_characters(text: str) -> None:
 _MEMORY_BYTES_PER_PIXEL_BASE = 400
 _MEMORY_BYTES_PER_PIXEL_PER_EMBED = 2
 _MEMORY_SAFETY = 1.25
+# "auto" feature budget: this share of the memory free when a job starts, and never less than the fixed
+# default of earlier versions. A second pass costs up to 1.8x the time (Swin-T, CPU), so it is worth memory.
+_FEATURE_SHARE_OF_FREE_MEMORY = 0.25
+_MIN_FEATURE_BUDGET_MB = 1024.0
+
+
+def available_memory_mb(device: torch.device) -> float | None:
+    """Memory free for new tensors on `device`: free CUDA memory, or the kernel's MemAvailable on Linux;
+    None where it cannot be read (other systems, MPS)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] / 2**20
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as meminfo:
+                for line in meminfo:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) / 1024
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
 
 
 @dataclass
@@ -209,7 +230,7 @@ class ReferDinoPredictor:
     def segment(self, video, expressions: str | Sequence[str], *, stride: int = 1, start_s: float | None = None,
                 end_s: float | None = None, max_frames: int | None = None, short_side: int = DEFAULT_SHORT_SIDE,
                 query_decay: float | None = None, num_candidates: int = 5, multi_target: float | None = None,
-                chunk_size: int = 8, feature_budget_mb: float = 1024, progress: Progress | None = None,
+                chunk_size: int = 8, feature_budget_mb: float | str = "auto", progress: Progress | None = None,
                 fps: float = 25.0, memory_budget_mb: float | None = None, **video_limits) -> VideoSegmentation:
         """Segment every expression in a video.
 
@@ -219,6 +240,8 @@ class ReferDinoPredictor:
         as in the official scripts). query_decay overrides the pruning keep ratio. num_candidates: how many
         queries keep their masks, best mean score first; with multi_target=s every query whose mean score
         exceeds s keeps its mask too. progress(fraction, message) is called as frames are processed.
+        feature_budget_mb: keep the mask features of the whole video up to this size, else compute them again in a
+        second pass; "auto": a quarter of the free memory (at least 1024 MB), within `memory_budget_mb`.
         memory_budget_mb: refuse (`MemoryBudgetError`) a job whose `estimate_memory_mb` is larger; None: no budget.
         Errors in the input are raised before any model work; running out of memory anyway raises
         `MemoryBudgetError` after freeing what the job held.
@@ -230,11 +253,16 @@ class ReferDinoPredictor:
         frames = iter_video(video, stride=stride, start_s=start_s, end_s=end_s, max_frames=max_frames, fps=fps,
                             **video_limits)
         texts = [tokenize(caption_for(e), self.tokenizer, self.model.config.max_text_len) for e in expressions]
+        settings = dict(short_side=short_side, chunk_size=chunk_size, num_candidates=num_candidates,
+                        text_tokens=max(t.input_ids.shape[1] for t in texts))
+        feature_budget_mb = self._feature_budget(feature_budget_mb)
         if memory_budget_mb is not None:
-            self.check_memory_budget(frames.info, len(expressions), memory_budget_mb, short_side=short_side,
-                                     chunk_size=chunk_size, feature_budget_mb=feature_budget_mb,
-                                     num_candidates=num_candidates,
-                                     text_tokens=max(t.input_ids.shape[1] for t in texts))
+            keeping = self.estimate_memory_mb(frames.info, len(expressions), feature_budget_mb=feature_budget_mb,
+                                              **settings)
+            if keeping > memory_budget_mb:
+                feature_budget_mb = 0.0  # keeping the features would break the budget: compute them twice
+            self.check_memory_budget(frames.info, len(expressions), memory_budget_mb,
+                                     feature_budget_mb=feature_budget_mb, **settings)
         report = progress or (lambda fraction, message: None)
         tracks = []
         for expression, text in zip(expressions, texts):
@@ -301,7 +329,7 @@ class ReferDinoPredictor:
 
     # -- memory budget ---------------------------------------------------------------------------------
     def estimate_memory_mb(self, info: VideoInfo, num_expressions: int, *, short_side: int = DEFAULT_SHORT_SIDE,
-                           chunk_size: int = 8, feature_budget_mb: float = 1024, num_candidates: int = 5,
+                           chunk_size: int = 8, feature_budget_mb: float | str = "auto", num_candidates: int = 5,
                            text_tokens: int | None = None) -> float:
         """Estimated peak memory (MB) a `segment` call adds on top of the loaded model, from the selected frames
         (`info`: count and size, as `iter_video` reports them before decoding), the model input size and the
@@ -321,7 +349,7 @@ class ReferDinoPredictor:
         per_pixel = _MEMORY_BYTES_PER_PIXEL_BASE + _MEMORY_BYTES_PER_PIXEL_PER_EMBED * config.backbone.embed_dim
         activations = chunk * pixels * per_pixel
         feature = self._feature_mb(_Sized(info), short_side) * 2**20  # one frame and expression, bytes
-        keep = feature / 2**20 * expressions * frames <= feature_budget_mb
+        keep = feature / 2**20 * expressions * frames <= self._feature_budget(feature_budget_mb)
         features = feature * expressions * (frames if keep else chunk)
         queries = config.query_counts()[-1]
         tokens = min(text_tokens or config.max_text_len, config.max_text_len)
@@ -350,6 +378,13 @@ class ReferDinoPredictor:
         return needed
 
     # -- internals -------------------------------------------------------------------------------------
+    def _feature_budget(self, requested: float | str) -> float:
+        """`requested` in MB, or for "auto" a share of the memory free now (at least `_MIN_FEATURE_BUDGET_MB`)."""
+        if requested != "auto":
+            return float(requested)
+        free = available_memory_mb(self.device)
+        return max(_MIN_FEATURE_BUDGET_MB, _FEATURE_SHARE_OF_FREE_MEMORY * free if free else 0.0)
+
     def _autocast(self):
         enabled = self.dtype != torch.float32
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)

@@ -1,9 +1,12 @@
 """The predictor with the tiny random model on synthetic clips made here."""
 
+import functools
+
 import numpy as np
 import pytest
 
-from referdino_demo.errors import ExpressionError, VideoReadError
+from referdino_demo.errors import ExpressionError, MemoryBudgetError, VideoReadError
+from referdino_demo.io import iter_video
 from referdino_demo.predictor import ReferDinoPredictor, validate_expressions
 from referdino_demo.preprocess.text import caption_for, tokenize
 
@@ -62,6 +65,34 @@ def test_recomputing_mask_features_equals_keeping_them(predictor, clip, both):
     for a, b in zip(recomputed, both):
         np.testing.assert_array_equal(a.scores, b.scores)
         np.testing.assert_array_equal(a.candidate_logits, b.candidate_logits)
+
+
+def test_auto_feature_budget_is_a_share_of_free_memory(predictor, monkeypatch):
+    from referdino_demo import predictor as module
+
+    assert module.available_memory_mb(predictor.device) > 0  # this machine's MemAvailable
+    monkeypatch.setattr(module, "available_memory_mb", lambda device: 100_000.0)
+    assert predictor._feature_budget("auto") == 25_000
+    monkeypatch.setattr(module, "available_memory_mb", lambda device: 1_000.0)
+    assert predictor._feature_budget("auto") == 1024  # never below the former fixed default
+    monkeypatch.setattr(module, "available_memory_mb", lambda device: None)
+    assert predictor._feature_budget("auto") == 1024
+    assert predictor._feature_budget(300) == 300
+
+
+def test_memory_budget_chooses_a_second_pass_over_refusing(predictor, clip):
+    """A job whose kept features would break its memory budget computes them twice instead."""
+    info = iter_video(clip).info
+    tokens = tokenize(caption_for("the red square"), predictor.tokenizer).input_ids.shape[1]
+    settings = dict(short_side=SHORT, chunk_size=4, text_tokens=tokens)
+    keeping = predictor.estimate_memory_mb(info, 1, feature_budget_mb=10_000, **settings)
+    twice = predictor.estimate_memory_mb(info, 1, feature_budget_mb=0, **settings)
+    assert twice < keeping
+    run = functools.partial(predictor.segment, clip, "the red square", short_side=SHORT, chunk_size=4)
+    assert run(memory_budget_mb=(twice + keeping) / 2).timings["mask_feature_passes"] == 2
+    assert run(memory_budget_mb=keeping + 1).timings["mask_feature_passes"] == 1
+    with pytest.raises(MemoryBudgetError):
+        run(memory_budget_mb=twice - 1)
 
 
 def test_several_expressions_equal_each_alone(predictor, clip, both):
