@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .checkpoints.hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
 from .errors import ReferDinoError, one_line
+from .options import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, option_type
 
 EXPORTS = ("png", "palette", "rle", "csv", "overlay", "heatmap")
 DEFAULT_EXPORTS = "png,rle,csv,overlay"
@@ -26,9 +27,16 @@ def default_checkpoint() -> str:
     return os.environ.get(CHECKPOINT_ENV, f"{HUB_REPO}/{DEFAULT_CHECKPOINT}")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (`prog: error: ...`, exit 2) like every other error, with where to find help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="referdino", description="ReferDINO referring video object segmentation")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="referdino", description="ReferDINO referring video object segmentation")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     seg = commands.add_parser("segment", help="segment the objects described by expressions in a video")
     seg.add_argument("video", help="video file (mp4, webm, mov, ...)")
@@ -39,16 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"'{TINY_RANDOM}', a Hub name or released file ({', '.join(RELEASED)}), or a local path "
                           f"(default: ${CHECKPOINT_ENV} or {HUB_REPO}/{DEFAULT_CHECKPOINT})")
     seg.add_argument("--vocab", type=Path, help="local bert-base-uncased vocab.txt (default: the Hub cache)")
-    seg.add_argument("--stride", type=int, default=1, help="keep every N-th frame")
-    seg.add_argument("--start", type=float, help="start time in seconds")
-    seg.add_argument("--end", type=float, help="end time in seconds")
-    seg.add_argument("--max-frames", type=int, help="frame budget: longer clips are subsampled evenly")
-    seg.add_argument("--short-side", type=int, default=360, help="model input short side (official: 360)")
-    seg.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
-    seg.add_argument("--multi-target", type=float, metavar="SCORE",
+    seg.add_argument("--stride", type=option_type("stride"), default=1, help="keep every N-th frame")
+    seg.add_argument("--start", type=option_type("start_s"), help="start time in seconds")
+    seg.add_argument("--end", type=option_type("end_s"), help="end time in seconds")
+    seg.add_argument("--max-frames", type=option_type("max_frames"),
+                     help="frame budget: longer clips are subsampled evenly")
+    seg.add_argument("--short-side", type=option_type("short_side"), default=DEFAULT_SHORT_SIDE,
+                     help=f"model input short side (official: {DEFAULT_SHORT_SIDE})")
+    seg.add_argument("--max-long-side", type=option_type("max_long_side"), default=DEFAULT_MAX_LONG_SIDE,
+                     help=f"refuse videos whose model input long side would exceed this (default "
+                          f"{DEFAULT_MAX_LONG_SIDE})")
+    seg.add_argument("--threshold", type=option_type("threshold"), default=0.5, help="mask probability threshold")
+    seg.add_argument("--multi-target", type=option_type("multi_target"), metavar="SCORE",
                      help="union of every query whose mean score exceeds SCORE (MeViS rule, official 0.2)")
-    seg.add_argument("--query-decay", type=float, help="pruning keep ratio per decoder layer (default 0.5)")
-    seg.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    seg.add_argument("--query-decay", type=option_type("query_decay"),
+                     help="pruning keep ratio per decoder layer, in (0, 1] (default 0.5)")
+    seg.add_argument("--memory-budget-mb", type=option_type("memory_budget_mb"), default="auto",
+                     help="refuse jobs estimated above this many MB (default: 90%% of the free memory)")
+    seg.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: the best available)")
     seg.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     seg.add_argument("--export", default=DEFAULT_EXPORTS, help=f"comma-separated: {','.join(EXPORTS)}")
     seg.set_defaults(handler=run_segment)
@@ -76,15 +92,19 @@ def parse_exports(text: str) -> list[str]:
 def run_segment(args) -> int:
     from tqdm import tqdm
 
+    from .export._atomic import check_output_folder, output_errors
     from .io.video_reader import iter_video
-    from .predictor import ReferDinoPredictor, validate_expressions
+    from .predictor import ReferDinoPredictor, pick_device, pick_dtype, validate_expressions
+    from .preprocess.frames import check_input_size
 
+    # Everything a user can get wrong is checked here, in seconds, before the checkpoint loads (seconds to minutes)
+    # and long before the exports are written.
     exports = parse_exports(args.export)
     expressions = validate_expressions(args.expression)
-    if not Path(args.video).is_file():
-        raise ReferDinoError(f"video {args.video} does not exist")
-    # A video that cannot be read, or is over a limit, fails here: before the checkpoint loads (seconds to minutes).
-    iter_video(args.video, stride=args.stride, start_s=args.start, end_s=args.end, max_frames=args.max_frames)
+    check_output_folder(args.out)
+    pick_dtype(pick_device(args.device), args.dtype)
+    video = iter_video(args.video, stride=args.stride, start_s=args.start, end_s=args.end, max_frames=args.max_frames)
+    check_input_size(video.info.height, video.info.width, args.short_side, args.max_long_side, Path(args.video).name)
     predictor = ReferDinoPredictor.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype,
                                                    vocab=args.vocab)
     print(f"model: {predictor.describe()}", file=sys.stderr)
@@ -95,12 +115,14 @@ def run_segment(args) -> int:
 
         segmentation = predictor.segment(
             args.video, expressions, stride=args.stride, start_s=args.start, end_s=args.end,
-            max_frames=args.max_frames, short_side=args.short_side, query_decay=args.query_decay,
-            multi_target=args.multi_target, progress=progress)
+            max_frames=args.max_frames, short_side=args.short_side, max_long_side=args.max_long_side,
+            query_decay=args.query_decay, multi_target=args.multi_target, memory_budget_mb=args.memory_budget_mb,
+            progress=progress)
     for note in segmentation.notes:
         print(f"note: {note}", file=sys.stderr)
-    for path in write_exports(segmentation, args.out, exports, args.threshold, args.multi_target):
-        print(path)
+    with output_errors(args.out):
+        for path in write_exports(segmentation, args.out, exports, args.threshold, args.multi_target):
+            print(path)
     for result in segmentation:
         print(f"{result.expression!r}: query {result.query}, mean score {result.mean_scores[result.query]:.3f}",
               file=sys.stderr)
@@ -159,6 +181,10 @@ def run_reporting_errors(prog: str, handler, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Paths and expressions from a command line may hold bytes that are not UTF-8 (as surrogates): print them back
+    # as the same bytes rather than fail on them.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
     return run_reporting_errors("referdino", args.handler, args)
 

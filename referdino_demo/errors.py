@@ -29,6 +29,10 @@ class CheckpointMismatchError(ReferDinoError):
     """A checkpoint does not fit the model: unexpected, missing or wrongly shaped keys, or not a ReferDINO file."""
 
 
+class OutputError(ReferDinoError):
+    """An output cannot be written: the folder is a file, not writable, or the disk is full."""
+
+
 class ConfigError(ReferDinoError, ValueError):
     """A configuration value is invalid or two values are inconsistent."""
 

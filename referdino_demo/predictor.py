@@ -15,7 +15,6 @@ import functools
 import gc
 import time
 import traceback
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,29 +23,51 @@ import numpy as np
 import torch
 
 from .checkpoints.hub import TINY_RANDOM
-from .errors import ExpressionError, MemoryBudgetError, ReferDinoError
+from .errors import ConfigError, InputLimitError, MemoryBudgetError, ReferDinoError, VideoReadError
+from .io.clip import REENCODE
 from .io.video_reader import VideoFrames, VideoInfo, iter_video
 from .model import ReferDinoModel
 from .model.modeling import TextFeatures
 from .model.outputs import FrameQueries
 from .model.tracker import QueryTracker
-from .preprocess.frames import DEFAULT_SHORT_SIDE, preprocess_frames
-from .preprocess.text import caption_for, load_tokenizer, synthetic_tokenizer, tokenize
+from .options import check_option, check_options
+from .model.backbone import feature_map_sizes
+from .preprocess.frames import (DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, check_input_size, preprocess_frames,
+                                resized_size)
+from .preprocess.text import (MAX_EXPRESSION_CHARS, caption_for, load_tokenizer, quoted, synthetic_tokenizer, tokenize,
+                              validate_expressions)
 from .results import ExpressionResult, VideoSegmentation
 
 Progress = Callable[[float, str], None]
-MAX_EXPRESSIONS = 16
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, else CUDA, then Apple MPS, then the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """The requested device if this machine has it, else `ConfigError`; by default CUDA, then Apple MPS, then
+    the CPU."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps (or leave it unset for the "
+                          "best available)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} was asked for, but this PyTorch build or machine has no CUDA GPU; use "
+                          "cpu, or install a CUDA build of PyTorch on a GPU machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                          "GPU(s), numbered from 0")
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError("device mps was asked for, but Apple MPS is not available here; use cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {device} is not supported; use cpu, cuda or mps")
+    return device
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
@@ -55,45 +76,15 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
         names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
                  "float16": torch.float16, "fp16": torch.float16}
         if dtype not in names and dtype != "auto":
-            raise ExpressionError(f"unknown dtype {dtype!r}; use one of {sorted(names)} or 'auto'")
+            raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(names)} or 'auto'")
         dtype = names.get(dtype)
     if dtype is not None:
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ConfigError(f"unsupported dtype {dtype!r}; use float32, bfloat16 or float16")
         return dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
-
-
-def validate_expressions(expressions: str | Sequence[str], limit: int = MAX_EXPRESSIONS) -> list[str]:
-    """One expression or a list of them (one per line is the UI convention) -> cleaned, unique, non-empty."""
-    if isinstance(expressions, str):
-        expressions = expressions.splitlines()
-    cleaned = []
-    for expression in expressions:
-        if not isinstance(expression, str):
-            raise ExpressionError(f"expressions must be strings, got {type(expression).__name__}")
-        text = " ".join(expression.split())
-        _refuse_control_characters(text)
-        if text and text not in cleaned:
-            cleaned.append(text)
-    if not cleaned:
-        raise ExpressionError("no expression given: type what to segment, e.g. 'the dog jumping over the fence'")
-    if len(cleaned) > limit:
-        raise ExpressionError(f"{len(cleaned)} expressions given; at most {limit} per video. Split them over "
-                              "several runs")
-    for text in cleaned:
-        caption_for(text)  # raises on expressions with nothing but punctuation
-    return cleaned
-
-
-def _refuse_control_characters(text: str) -> None:
-    """Control characters (NUL, ESC, DEL, ...; whitespace ones are collapsed before) are invisible in every UI and
-    usually come from pasted terminal output: refuse them by name rather than segment a different text."""
-    found = sorted({ch for ch in text if unicodedata.category(ch) == "Cc"})
-    if found:
-        names = ", ".join(f"U+{ord(ch):04X}" for ch in found)
-        raise ExpressionError(f"the expression {text!r} contains control characters ({names}); remove them and type "
-                              "the expression as plain text")
 
 
 # -- memory estimate and out-of-memory handling ---------------------------------------------------------------
@@ -108,6 +99,9 @@ _MEMORY_SAFETY = 1.25
 # default of earlier versions. A second pass costs up to 1.8x the time (Swin-T, CPU), so it is worth memory.
 _FEATURE_SHARE_OF_FREE_MEMORY = 0.25
 _MIN_FEATURE_BUDGET_MB = 1024.0
+# "auto" memory budget: refuse a job whose estimate (an upper-side one) would not fit in the memory free now, with
+# some left for the rest of the process, rather than let the kernel kill the process mid-job.
+_AUTO_BUDGET_SHARE = 0.9
 
 
 def available_memory_mb(device: torch.device) -> float | None:
@@ -207,11 +201,12 @@ class ReferDinoPredictor:
         """checkpoint: 'tiny-random', a Hub name ('liangtm/referdino', 'ryt_swinb.pth'), a local `.pth` or a
         folder saved by `save_pretrained`. vocab: a local bert-base-uncased `vocab.txt` (else the Hub cache;
         'tiny-random' falls back to a built-in vocabulary: its weights are random anyway)."""
-        model = ReferDinoModel.from_pretrained(checkpoint, filename)
+        pick_dtype(pick_device(device), dtype)  # a wrong device or dtype fails before the weights load
         if vocab is None and str(checkpoint) == TINY_RANDOM:
             tokenizer = synthetic_tokenizer()
         else:
             tokenizer = load_tokenizer(vocab)
+        model = ReferDinoModel.from_pretrained(checkpoint, filename)
         name = str(checkpoint) if filename is None else f"{checkpoint}/{filename}"
         return cls(model, tokenizer, device=device, dtype=dtype, checkpoint=name)
 
@@ -229,33 +224,44 @@ class ReferDinoPredictor:
     @torch.inference_mode()
     def segment(self, video, expressions: str | Sequence[str], *, stride: int = 1, start_s: float | None = None,
                 end_s: float | None = None, max_frames: int | None = None, short_side: int = DEFAULT_SHORT_SIDE,
-                query_decay: float | None = None, num_candidates: int = 5, multi_target: float | None = None,
-                chunk_size: int = 8, feature_budget_mb: float | str = "auto", progress: Progress | None = None,
-                fps: float = 25.0, memory_budget_mb: float | None = None, **video_limits) -> VideoSegmentation:
+                max_long_side: int | None = DEFAULT_MAX_LONG_SIDE, query_decay: float | None = None,
+                num_candidates: int = 5, multi_target: float | None = None, chunk_size: int = 8,
+                feature_budget_mb: float | str = "auto", progress: Progress | None = None, fps: float = 25.0,
+                memory_budget_mb: float | str | None = "auto", **video_limits) -> VideoSegmentation:
         """Segment every expression in a video.
 
         video: a path, an array (T, H, W, 3) uint8 RGB, or an iterable of (H, W, 3) frames (`fps` applies).
         expressions: one string, a list, or lines of text. stride/start_s/end_s/max_frames select frames
         (`video_limits`: max_pixels, max_duration_s of `iter_video`); short_side is the model input size (360
-        as in the official scripts). query_decay overrides the pruning keep ratio. num_candidates: how many
-        queries keep their masks, best mean score first; with multi_target=s every query whose mean score
-        exceeds s keeps its mask too. progress(fraction, message) is called as frames are processed.
+        as in the official scripts); max_long_side caps the resized long side (None: no cap). query_decay
+        overrides the pruning keep ratio. num_candidates: how many queries keep their masks, best mean score first;
+        with multi_target=s every query whose mean score exceeds s keeps its mask too. progress(fraction, message)
+        is called as frames are processed.
         feature_budget_mb: keep the mask features of the whole video up to this size, else compute them again in a
         second pass; "auto": a quarter of the free memory (at least 1024 MB), within `memory_budget_mb`.
-        memory_budget_mb: refuse (`MemoryBudgetError`) a job whose `estimate_memory_mb` is larger; None: no budget.
-        Errors in the input are raised before any model work; running out of memory anyway raises
-        `MemoryBudgetError` after freeing what the job held.
+        memory_budget_mb: refuse (`MemoryBudgetError`) a job whose `estimate_memory_mb` is larger; "auto": 90% of
+        the memory free when the job starts (no budget where that cannot be read); None: no budget.
+        Every option is checked (`options.OPTIONS`) and the input refused before any model work; running out of
+        memory anyway raises `MemoryBudgetError` after freeing what the job held. Frames that the scan counted but
+        the decoder could not deliver (corrupt packets) are left out, with a note.
         """
         started = time.perf_counter()
         expressions = validate_expressions(expressions)
-        if chunk_size < 1 or num_candidates < 1:
-            raise ExpressionError(f"chunk_size and num_candidates must be >= 1, got {chunk_size} and {num_candidates}")
-        frames = iter_video(video, stride=stride, start_s=start_s, end_s=end_s, max_frames=max_frames, fps=fps,
-                            **video_limits)
+        checked = check_options(stride=stride, start_s=start_s, end_s=end_s, max_frames=max_frames, fps=fps,
+                                short_side=short_side, query_decay=query_decay, num_candidates=num_candidates,
+                                multi_target=multi_target, chunk_size=chunk_size, feature_budget_mb=feature_budget_mb,
+                                memory_budget_mb=memory_budget_mb)
+        max_long_side = None if max_long_side is None else check_option("max_long_side", max_long_side)
+        short_side, query_decay, num_candidates, multi_target, chunk_size = (checked[k] for k in (
+            "short_side", "query_decay", "num_candidates", "multi_target", "chunk_size"))
+        frames = iter_video(video, stride=checked["stride"], start_s=checked["start_s"], end_s=checked["end_s"],
+                            max_frames=checked["max_frames"], fps=checked["fps"], **video_limits)
+        self._check_input_size(frames.info, short_side, max_long_side)
         texts = [tokenize(caption_for(e), self.tokenizer, self.model.config.max_text_len) for e in expressions]
         settings = dict(short_side=short_side, chunk_size=chunk_size, num_candidates=num_candidates,
                         text_tokens=max(t.input_ids.shape[1] for t in texts))
-        feature_budget_mb = self._feature_budget(feature_budget_mb)
+        feature_budget_mb = self._feature_budget(checked["feature_budget_mb"])
+        memory_budget_mb = self._memory_budget(checked["memory_budget_mb"])
         if memory_budget_mb is not None:
             keeping = self.estimate_memory_mb(frames.info, len(expressions), feature_budget_mb=feature_budget_mb,
                                               **settings)
@@ -266,18 +272,28 @@ class ReferDinoPredictor:
         report = progress or (lambda fraction, message: None)
         tracks = []
         for expression, text in zip(expressions, texts):
-            tracks.append(_Track(expression, self.model.encode_text(text), text.truncated,
+            cut = text.truncated or len(expression) >= MAX_EXPRESSION_CHARS
+            tracks.append(_Track(expression, self.model.encode_text(text), cut,
                                  QueryTracker(self.model.config.tracking_alpha), []))
         total = len(frames)
         keep_features = self._feature_mb(frames, short_side) * len(tracks) * total <= feature_budget_mb
 
         # Pass 1: per chunk, the backbone once, then each expression's encoder, decoder and tracker.
-        kept = []
-        for done, pixels in self._pixel_chunks(frames, short_side, chunk_size):
+        kept, decoded = [], []
+        for positions, pixels in self._pixel_chunks(frames, short_side, chunk_size):
             features = self._detect(pixels, tracks, query_decay, keep_features)
             if keep_features:
                 kept.append(features)
-            report(0.7 * done / total, f"encoded {done}/{total} frames")
+            decoded += positions
+            report(0.7 * len(decoded) / total, f"encoded {len(decoded)}/{total} frames")
+        notes = [frames.info.summary()] if frames.info.subsampled else []
+        if len(decoded) < total:  # corrupt packets: the result has the frames that were really decoded
+            if not decoded:
+                raise VideoReadError(f"none of the {total} selected frames of {Path(frames.info.source).name} could "
+                                     f"be decoded; it is corrupt. Re-encode it: {REENCODE}")
+            notes.append(f"{total - len(decoded)} of {total} frames could not be decoded (corrupt data) and were "
+                         "left out")
+            frames, total = frames.subset(decoded), len(decoded)
 
         # The temporal decoder sees the whole video; then choose which queries keep their masks.
         refined = []
@@ -293,7 +309,7 @@ class ReferDinoPredictor:
             feature_chunks = iter(kept)
         else:
             feature_chunks = (self._recompute_features(pixels, tracks)
-                              for _, pixels in self._pixel_chunks(frames, short_side, chunk_size))
+                                                for _, pixels in self._pixel_chunks(frames, short_side, chunk_size))
         logits_per_track: list[list[np.ndarray]] = [[] for _ in tracks]
         start = 0
         for features in feature_chunks:
@@ -317,9 +333,8 @@ class ReferDinoPredictor:
                 candidates=np.asarray(chosen, dtype=np.int64),
                 candidate_logits=np.concatenate(logits_per_track[index], axis=1),
                 truncated=track.truncated, untrained=self.untrained)
-        notes = [info.summary()] if info.subsampled else []
-        notes += [f"expression cut to {self.model.config.max_text_len} tokens: {t.expression!r}"
-                  for t in tracks if t.truncated]
+        notes += [f"expression cut to {self.model.config.max_text_len} tokens or {MAX_EXPRESSION_CHARS} characters: "
+                  f"{quoted(t.expression)}" for t in tracks if t.truncated]
         return VideoSegmentation(
             results=results, frame_size=(info.height, info.width), fps=info.fps,
             frame_indices=np.asarray(frames.source_indices),
@@ -338,8 +353,6 @@ class ReferDinoPredictor:
         whole video, the temporal decoder's attention over all frames (it grows with T squared: thousands of frames
         need tens of GB) and the candidates' mask logits returned. text_tokens: the longest expression's token count
         (default: the model's maximum)."""
-        from .preprocess.frames import resized_size
-
         config = self.model.config
         frames, expressions = max(info.num_frames, 1), max(num_expressions, 1)
         chunk = min(chunk_size, frames)
@@ -364,8 +377,6 @@ class ReferDinoPredictor:
                             short_side: int = DEFAULT_SHORT_SIDE, **settings) -> float:
         """Raise `MemoryBudgetError` naming the numbers and what to lower when `estimate_memory_mb` is over
         `budget_mb`; else return the estimate."""
-        from .preprocess.frames import resized_size
-
         needed = self.estimate_memory_mb(info, num_expressions, short_side=short_side, **settings)
         if needed > budget_mb:
             h, w = resized_size(info.height, info.width, short_side)
@@ -378,6 +389,17 @@ class ReferDinoPredictor:
         return needed
 
     # -- internals -------------------------------------------------------------------------------------
+    def _check_input_size(self, info: VideoInfo, short_side: int, max_long_side: int | None) -> None:
+        """`InputLimitError` for a model input too long (`check_input_size`) or too small to give the two-stage
+        selection one encoder token per query."""
+        check_input_size(info.height, info.width, short_side, max_long_side, Path(info.source).name)
+        h, w = resized_size(info.height, info.width, short_side)
+        tokens = sum(a * b for a, b in feature_map_sizes(h, w))
+        if tokens < self.model.config.num_queries:
+            raise InputLimitError(f"the frames are too small: a {w}x{h} model input gives {tokens} encoder tokens, "
+                                  f"fewer than the model's {self.model.config.num_queries} queries; use a larger "
+                                  f"short side (now {short_side}; the official size is {DEFAULT_SHORT_SIDE})")
+
     def _feature_budget(self, requested: float | str) -> float:
         """`requested` in MB, or for "auto" a share of the memory free now (at least `_MIN_FEATURE_BUDGET_MB`)."""
         if requested != "auto":
@@ -385,22 +407,28 @@ class ReferDinoPredictor:
         free = available_memory_mb(self.device)
         return max(_MIN_FEATURE_BUDGET_MB, _FEATURE_SHARE_OF_FREE_MEMORY * free if free else 0.0)
 
+    def _memory_budget(self, requested: float | str | None) -> float | None:
+        """`requested` in MB; for "auto" `_AUTO_BUDGET_SHARE` of the memory free now (None where unknown)."""
+        if requested != "auto":
+            return requested
+        free = available_memory_mb(self.device)
+        return _AUTO_BUDGET_SHARE * free if free else None
+
     def _autocast(self):
         enabled = self.dtype != torch.float32
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
 
     def _pixel_chunks(self, frames: VideoFrames, short_side: int, chunk_size: int):
-        """Yield (frames done so far, normalised pixels (t, 3, h, w) on the device) chunk by chunk."""
-        buffer, done = [], 0
-        for _, _, frame in frames:
+        """Yield (positions of the chunk's frames in the clip, normalised pixels (t, 3, h, w) on the device)."""
+        positions, buffer = [], []
+        for position, _, frame in frames:
+            positions.append(position)
             buffer.append(frame)
             if len(buffer) == chunk_size:
-                done += len(buffer)
-                yield done, preprocess_frames(np.stack(buffer), short_side).to(self.device)
-                buffer = []
+                yield positions, preprocess_frames(np.stack(buffer), short_side).to(self.device)
+                positions, buffer = [], []
         if buffer:
-            done += len(buffer)
-            yield done, preprocess_frames(np.stack(buffer), short_side).to(self.device)
+            yield positions, preprocess_frames(np.stack(buffer), short_side).to(self.device)
 
     def _detect(self, pixels: torch.Tensor, tracks: list[_Track], query_decay: float | None,
                 mask_features: bool) -> list[torch.Tensor]:
@@ -424,8 +452,6 @@ class ReferDinoPredictor:
 
     def _feature_mb(self, frames: "VideoFrames | _Sized", short_side: int) -> float:
         """Megabytes of stride-4 mask features per frame and expression."""
-        from .preprocess.frames import resized_size
-
         h, w = resized_size(frames.info.height, frames.info.width, short_side)
         return self.model.config.d_model * -(-h // 4) * -(-w // 4) * 4 / 2**20
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from .errors import ReferDinoError
 from .postprocess import upsample_logits
+from .preprocess.text import clean_expression
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -190,6 +192,7 @@ class VideoSegmentation:
     def __getitem__(self, key: str | int) -> ExpressionResult:
         if isinstance(key, int):
             return list(self.results.values())[key]
+        key = clean_expression(key) if isinstance(key, str) else key  # as `segment` named it
         if key not in self.results:
             raise KeyError(f"no result for {key!r}; expressions: {list(self.results)}")
         return self.results[key]
@@ -204,6 +207,22 @@ class VideoSegmentation:
     def expressions(self) -> list[str]:
         return list(self.results)
 
+    def export_info(self) -> dict:
+        """What exports record about the run. Files are named without their folders: an export from a server
+        never shows where the server keeps its uploads or checkpoints."""
+        height, width = self.frame_size
+        return {"fps": self.fps, "width": width, "height": height, "num_frames": self.num_frames,
+                "source": _file_name(self.source), "checkpoint": _file_name(self.checkpoint),
+                "untrained": self.untrained, "frame_indices": [int(i) for i in self.frame_indices]}
+
     @property
     def num_frames(self) -> int:
         return len(self.frame_indices)
+
+
+def _file_name(name: str | None) -> str | None:
+    """A local path cut to its file name; Hub names ('liangtm/referdino/ryt_swinb.pth') and labels unchanged."""
+    if not name:
+        return name
+    path = Path(name)
+    return path.name if path.is_absolute() or path.exists() else name

@@ -57,4 +57,6 @@ def test_unreadable_video(tmp_path, capsys):
 
 def test_module_entry_point_and_usage_errors():
     done = subprocess.run([sys.executable, "-m", "referdino_demo", "segment"], capture_output=True, text=True)
-    assert done.returncode == 2 and "usage:" in done.stderr
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["referdino segment: error: the following arguments are required: video, "
+                                        "-e/--expression, --out (see referdino segment --help)"]

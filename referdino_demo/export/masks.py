@@ -107,11 +107,7 @@ def _slug(text: str, max_length: int = 48) -> str:
 
 
 def _info(segmentation: VideoSegmentation, threshold: float, multi_target: float | None) -> dict:
-    height, width = segmentation.frame_size
-    return {"fps": segmentation.fps, "width": width, "height": height, "num_frames": segmentation.num_frames,
-            "threshold": threshold, "multi_target": multi_target, "source": segmentation.source,
-            "checkpoint": segmentation.checkpoint, "untrained": segmentation.untrained,
-            "frame_indices": [int(i) for i in segmentation.frame_indices]}
+    return {**segmentation.export_info(), "threshold": threshold, "multi_target": multi_target}
 
 
 def _write_json(archive: zipfile.ZipFile, name: str, data: dict) -> None:

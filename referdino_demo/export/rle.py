@@ -65,14 +65,11 @@ def export_coco_rle(segmentation: VideoSegmentation, path: str | os.PathLike, *,
 
     Annotations are written as they are computed, a chunk of frames at a time, so memory stays bounded.
     """
-    height, width = segmentation.frame_size
     results = list(segmentation)
     scores = [result.frame_scores for result in results]
     header = {
-        "info": {"format": FORMAT, "version": VERSION, "fps": segmentation.fps, "width": width, "height": height,
-                 "num_frames": segmentation.num_frames, "threshold": threshold, "multi_target": multi_target,
-                 "source": segmentation.source, "checkpoint": segmentation.checkpoint,
-                 "untrained": segmentation.untrained, "frame_indices": [int(i) for i in segmentation.frame_indices]},
+        "info": {"format": FORMAT, "version": VERSION, **segmentation.export_info(), "threshold": threshold,
+                 "multi_target": multi_target},
         "expressions": [{"expression_index": i, "expression": r.expression, "query": int(r.query)}
                         for i, r in enumerate(results)],
     }

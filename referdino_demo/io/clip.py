@@ -4,13 +4,14 @@ every kind of source (files in `video_file.py`, arrays and iterators in `video_r
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
-from referdino_demo.errors import ConfigError, InputLimitError
+from referdino_demo.errors import ConfigError, InputLimitError, VideoReadError
 
 DEFAULT_MAX_PIXELS = 3840 * 2160  # 4K UHD: phones record it; larger is rarely intended
 DEFAULT_MAX_DURATION_S = 600.0
@@ -105,6 +106,26 @@ class VideoFrames:
 
     def __len__(self) -> int:
         return self.info.num_frames
+
+    def subset(self, positions: Sequence[int]) -> "VideoFrames":
+        """Only the frames at ``positions`` (ascending), renumbered ``0 .. len(positions) - 1``: the clip a decode
+        really delivered when corrupt packets lost some frames that the scan counted. Iterating raises
+        ``VideoReadError`` if a later decode does not deliver all of them again."""
+        positions = np.asarray(positions, dtype=np.int64)
+        number = {int(p): k for k, p in enumerate(positions)}
+        info = replace(self.info, num_frames=len(positions), duration_s=len(positions) / self.info.fps)
+
+        def produce() -> Iterator[Frame]:
+            delivered = 0
+            for position, time_s, frame in self:
+                if position in number:
+                    yield number[position], time_s, frame
+                    delivered += 1
+            if delivered < len(positions):
+                raise VideoReadError(f"{Path(self.info.source).name} gave {delivered} frames when decoded again, "
+                                     f"{len(positions)} the first time; the file changed or is damaged. Upload it "
+                                     f"again or re-encode it: {REENCODE}.")
+        return VideoFrames(info, self.source_indices[positions], self.timestamps_s[positions], produce)
 
 
 # ---- selection and limits ----

@@ -27,17 +27,17 @@ _MAX_PROBE_DECODE_ERRORS = 100  # give up looking for a first decodable frame af
 def open_container(path: Path) -> av.container.InputContainer:
     """Open ``path`` with PyAV, raising ``VideoReadError`` unless it is a file with a video stream."""
     if not path.exists():
-        raise VideoReadError(f"Video file not found: {path} (current folder: {Path.cwd()}). Check the path.")
+        raise VideoReadError(f"Video file not found: {path.name}. Check the path.")
     if not path.is_file():
-        raise VideoReadError(f"{path} is not a file; pass the path of one video file (MP4, WebM, MOV, MKV).")
+        raise VideoReadError(f"{path.name} is not a file; pass the path of one video file (MP4, WebM, MOV, MKV).")
     if path.stat().st_size == 0:
-        raise VideoReadError(f"Video file {path} is empty (0 bytes); the upload or copy probably failed.")
+        raise VideoReadError(f"Video file {path.name} is empty (0 bytes); the upload or copy probably failed.")
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise VideoReadError(
-            f"Cannot open {path} as a video ({reason}). Expected a video file such as MP4, WebM, MOV or MKV; "
+            f"Cannot open {path.name} as a video ({reason}). Expected a video file such as MP4, WebM, MOV or MKV; "
             f"this one is corrupt, truncated (an MP4 cut before its index) or not a video. "
             f"If it plays in a video player, re-encode it: {REENCODE}."
         ) from err
@@ -45,13 +45,13 @@ def open_container(path: Path) -> av.container.InputContainer:
     if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg's still-image demuxers (png_pipe, jpeg_pipe...)
         container.close()
         raise VideoReadError(
-            f"{path} is a still image ({fmt.removesuffix('_pipe')}), not a video. Provide a video file, or to "
+            f"{path.name} is a still image ({fmt.removesuffix('_pipe')}), not a video. Provide a video file, or to "
             f"segment one image pass it as a 1-frame array: np.asarray(PIL.Image.open(path).convert('RGB'))[None]."
         )
     if not container.streams.video:
         found = ", ".join(s.type for s in container.streams) or "none"
         container.close()
-        raise VideoReadError(f"{path} has no video stream (streams found: {found}). An audio-only or empty "
+        raise VideoReadError(f"{path.name} has no video stream (streams found: {found}). An audio-only or empty "
                              f"file cannot be segmented; provide a video file.")
     return container
 
@@ -120,17 +120,17 @@ def _scan(container, path: Path) -> _Scan:
                 except av.error.FFmpegError:
                     errors += 1
     except av.error.FFmpegError as err:
-        raise VideoReadError(f"{path} could not be read past frame {len(pts)} ({err}); it is corrupt or "
+        raise VideoReadError(f"{path.name} could not be read past frame {len(pts)} ({err}); it is corrupt or "
                              f"truncated. Upload it again or re-encode it: {REENCODE}.") from err
     if stream.frames and len(pts) < stream.frames:
         raise VideoReadError(
-            f"{path} looks truncated: its header lists {stream.frames} frames but only {len(pts)} are in the "
+            f"{path.name} looks truncated: its header lists {stream.frames} frames but only {len(pts)} are in the "
             f"file ({path.stat().st_size:,} bytes). Upload or copy it again completely."
         )
     if not pts:
-        raise VideoReadError(f"{path} has a video stream but no frames. Provide a video with at least one frame.")
+        raise VideoReadError(f"{path.name} has a video stream but no frames. Provide a video with at least one frame.")
     if first is None:
-        raise VideoReadError(f"None of the {len(pts)} frames of {path} could be decoded (codec "
+        raise VideoReadError(f"None of the {len(pts)} frames of {path.name} could be decoded (codec "
                              f"{stream.codec_context.name}); it is corrupt. Re-encode it: {REENCODE}.")
     tb = stream.time_base
     if None in pts or len(set(pts)) < len(pts) or tb is None:
@@ -152,7 +152,7 @@ def _scan(container, path: Path) -> _Scan:
 
 def open_file(path, stride, start_s, end_s, max_frames, limits) -> VideoFrames:
     max_pixels, max_duration_s = limits
-    source = str(path)
+    source = path.name  # messages name the file, never the folder it is in (a server path in the app)
     with open_container(path) as container:
         stream = container.streams.video[0]
         check_pixels(stream.codec_context.width, stream.codec_context.height, max_pixels, source)
@@ -169,7 +169,7 @@ def open_file(path, stride, start_s, end_s, max_frames, limits) -> VideoFrames:
     width, height = coded[::-1] if rotation in (90, 270) else coded
     indices, sub_from, eff = select_frames(scan.times, scan.fps, stride, start_s, end_s, max_frames, max_duration_s,
                                      source)
-    info = make_info(width, height, rotation, codec, source, scan.times, scan.fps, indices, stride,
+    info = make_info(width, height, rotation, codec, str(path), scan.times, scan.fps, indices, stride,
                       sub_from, eff)
 
     def produce() -> Iterator[Frame]:
@@ -213,5 +213,5 @@ def _decode(path: Path, scan: _Scan, indices: np.ndarray, coded: tuple[int, int]
             if pos == len(indices):
                 break
     if errors:
-        warnings.warn(f"{errors} corrupt packet(s) of {path} could not be decoded and were skipped.",
+        warnings.warn(f"{errors} corrupt packet(s) of {path.name} could not be decoded and were skipped.",
                       stacklevel=2)

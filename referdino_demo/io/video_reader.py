@@ -97,7 +97,7 @@ def read_video(source: VideoSource, **kwargs) -> tuple[VideoInfo, np.ndarray]:
         filled[index] = True
     if not filled.all():  # only corrupt packets can cause this; the scan counted them as frames
         if not filled.any():
-            raise VideoReadError(f"No frame of {info.source} could be decoded. Re-encode it: {REENCODE}.")
+            raise VideoReadError(f"No frame of {Path(info.source).name} could be decoded. Re-encode it: {REENCODE}.")
         frames = frames[filled]
         info = replace(info, num_frames=len(frames), duration_s=len(frames) / info.fps)
     return info, frames

@@ -14,6 +14,18 @@ from .layers import grounding_dino_config
 from .outputs import Trace, record
 
 
+def feature_map_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """(h_l, w_l) of the 4 levels for a height x width input: Swin's patch embedding (4x) and patch merging (2x),
+    both padding odd sizes, give strides 8, 16, 32; the extra level is a stride-2 3x3 convolution with padding 1."""
+    h, w = -(-height // 4), -(-width // 4)
+    sizes = []
+    for _ in range(3):
+        h, w = -(-h // 2), -(-w // 2)
+        sizes.append((h, w))
+    sizes.append(((h - 1) // 2 + 1, (w - 1) // 2 + 1))
+    return sizes
+
+
 @dataclass
 class VisualFeatures:
     """Backbone output for a chunk of T frames of one video.

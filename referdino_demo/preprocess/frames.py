@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import InputLimitError
+from ..options import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE  # noqa: F401 (re-exported)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_SHORT_SIDE = 360
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -21,6 +23,17 @@ def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     if height <= width:
         return short_side, int(short_side * width / height)
     return int(short_side * height / width), short_side
+
+
+def check_input_size(height: int, width: int, short_side: int, max_long_side: int | None, source: str) -> None:
+    """Raise `InputLimitError` when resizing a `width`x`height` video to `short_side` makes a long side over
+    `max_long_side` (None: no cap)."""
+    h, w = resized_size(height, width, short_side)
+    if max_long_side is not None and max(h, w) > max_long_side:
+        raise InputLimitError(
+            f"video {source} is {width}x{height} (aspect {max(h, w) / min(h, w):.3g}:1): at short side {short_side} "
+            f"the model input would be {w}x{h}, over the cap of {max_long_side} px on the long side. Crop it to a "
+            f"less elongated frame, lower the short side, or raise max_long_side")
 
 
 def preprocess_frames(frames: np.ndarray, short_side: int = DEFAULT_SHORT_SIDE) -> torch.Tensor:

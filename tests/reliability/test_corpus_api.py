@@ -11,7 +11,7 @@ from .corpus import (EXPRESSION_CASES, HUNDRED, MARKUP, SCRIPTS, SHORT_SIDE, THO
                     VIDEO_SUCCESSES)
 from referdino_demo.errors import ExpressionError, ReferDinoError
 from referdino_demo.io import probe_video
-from referdino_demo.predictor import MAX_EXPRESSIONS
+from referdino_demo.preprocess.text import MAX_EXPRESSION_CHARS, MAX_EXPRESSIONS
 from referdino_demo.render import render_overlay_video
 
 
@@ -58,13 +58,13 @@ def test_bad_expressions_raise_expression_error_before_any_model_work(predictor,
 
 
 def test_a_hundred_expressions_name_the_limit(predictor, videos):
-    with pytest.raises(ExpressionError, match=f"100 expressions given; at most {MAX_EXPRESSIONS} per video"):
+    with pytest.raises(ExpressionError, match=f"more than {MAX_EXPRESSIONS} expressions given; at most {MAX_EXPRESSIONS} per video"):
         predictor.segment(videos["small"], HUNDRED, short_side=SHORT_SIDE)
 
 
 def test_a_thousand_words_are_cut_to_256_tokens_with_a_note(predictor, videos):
     result = predictor.segment(videos["small"], THOUSAND_WORDS, short_side=SHORT_SIDE)
-    assert result.expressions == [THOUSAND_WORDS] and result[0].truncated
+    assert result.expressions == [THOUSAND_WORDS[:MAX_EXPRESSION_CHARS]] and result[THOUSAND_WORDS].truncated
     assert result[0].masks().shape == (2, 48, 64)
     assert any(note.startswith("expression cut to 256 tokens") for note in result.notes)
 

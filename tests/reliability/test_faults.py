@@ -82,10 +82,12 @@ def test_the_estimate_grows_with_frames_size_and_expressions(predictor, long_cli
     assert predictor.estimate_memory_mb(info, 1, short_side=128, text_tokens=8) < base  # default: 256 tokens
 
 
-def test_an_extreme_aspect_ratio_is_caught_by_the_budget(predictor, tmp_path):
+def test_an_extreme_aspect_ratio_is_caught_by_the_long_side_cap_and_the_budget(predictor, tmp_path):
     strip = encode(tmp_path / "strip.mkv", 2, size=(4000, 2), codec="libvpx")  # 8,000 pixels, within max_pixels
-    with pytest.raises(MemoryBudgetError, match=r"2 frames of 4000x2, model input 256000x128"):
-        predictor.segment(strip, "the ball", short_side=SHORT_SIDE, memory_budget_mb=2048)
+    with pytest.raises(InputLimitError, match=r"model input would be 256000x128, over the cap of 1920 px"):
+        predictor.segment(strip, "the ball", short_side=SHORT_SIDE)
+    with pytest.raises(MemoryBudgetError, match=r"2 frames of 4000x2, model input 256000x128"):  # cap lifted
+        predictor.segment(strip, "the ball", short_side=SHORT_SIDE, max_long_side=None, memory_budget_mb=2048)
 
 
 # -- out of memory during the run -----------------------------------------------------------------------------------
