@@ -17,6 +17,7 @@ from referdino_demo.model.deformable import set_deformable_sampler
 from referdino_demo.model.fusion import set_fusion_attention
 from referdino_demo.model.outputs import FrameQueries
 from referdino_demo.model.tracker import QueryTracker
+from referdino_demo.postprocess import frame_scores, select_query
 from referdino_demo.preprocess.frames import preprocess_frames
 from referdino_demo.results import ExpressionResult
 
@@ -69,8 +70,9 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
                     start = end
     logits, boxes, masks = logits.float(), boxes.float(), torch.cat(masks).float()
     with timer(t, "postprocess"):
-        query = int(logits.sigmoid().mean(0).argmax())
-        result = ExpressionResult("x", raw.shape[1:3], logits.sigmoid().cpu().numpy(), boxes.cpu().numpy(),
+        scores = frame_scores(logits)
+        query = select_query(scores)
+        result = ExpressionResult("x", raw.shape[1:3], scores.cpu().numpy(), boxes.cpu().numpy(),
                                   np.array([query]), masks[:, [query]].transpose(0, 1).cpu().numpy().astype(np.float16))
         binary = result.masks()
     try:

@@ -4,7 +4,12 @@
     seg = ReferDinoPredictor.from_pretrained("tiny-random").segment("clip.mp4", ["the red ball"])
 """
 
+import warnings
+
 __version__ = "0.1.0"
+
+# supervision warns on import that OpenCV is absent; its NumPy fallback is all the annotators here use.
+warnings.filterwarnings("ignore", message=r"OpenCV \(`opencv-python`\) is not installed", category=UserWarning)
 
 __all__ = ["ReferDinoPredictor", "VideoSegmentation", "ExpressionResult", "export", "render"]
 

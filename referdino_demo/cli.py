@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"'{TINY_RANDOM}', a Hub name or released file ({', '.join(RELEASED)}), or a local path "
                           f"(default: ${CHECKPOINT_ENV} or {HUB_REPO}/{DEFAULT_CHECKPOINT})")
     seg.add_argument("--vocab", type=Path, help="local bert-base-uncased vocab.txt (default: the Hub cache)")
+    seg.add_argument("--non-strict", action="store_true",
+                     help="load a checkpoint with keys that do not fit: the rest keeps random values, listed, and "
+                          "results are marked partial")
     seg.add_argument("--stride", type=option_type("stride"), default=1, help="keep every N-th frame")
     seg.add_argument("--start", type=option_type("start_s"), help="start time in seconds")
     seg.add_argument("--end", type=option_type("end_s"), help="end time in seconds")
@@ -92,7 +95,7 @@ def parse_exports(text: str) -> list[str]:
 def run_segment(args) -> int:
     from tqdm import tqdm
 
-    from .export._atomic import check_output_folder, output_errors
+    from .output_files import check_output_folder, output_errors
     from .io.video_reader import iter_video
     from .predictor import ReferDinoPredictor, pick_device, pick_dtype, validate_expressions
     from .preprocess.frames import check_input_size
@@ -106,7 +109,7 @@ def run_segment(args) -> int:
     video = iter_video(args.video, stride=args.stride, start_s=args.start, end_s=args.end, max_frames=args.max_frames)
     check_input_size(video.info.height, video.info.width, args.short_side, args.max_long_side, Path(args.video).name)
     predictor = ReferDinoPredictor.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype,
-                                                   vocab=args.vocab)
+                                                   vocab=args.vocab, strict=not args.non_strict)
     print(f"model: {predictor.describe()}", file=sys.stderr)
     with tqdm(total=100, unit="%", desc="segmenting", file=sys.stderr) as bar:
         def progress(fraction: float, message: str) -> None:

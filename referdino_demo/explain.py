@@ -18,6 +18,7 @@ from .model.backbone import VisualFeatures
 from .model.modeling import TextFeatures
 from .model.outputs import FrameQueries
 from .model.tracker import QueryTracker
+from .postprocess import frame_scores, select_query
 from .preprocess.frames import DEFAULT_SHORT_SIDE, preprocess_frames
 from .preprocess.text import caption_for, tokenize
 
@@ -50,7 +51,7 @@ class ClipStages:
     @property
     def best_query(self) -> int:
         """The official single-target choice: the slot with the best mean score over the clip."""
-        return int(self.logits.sigmoid().mean(0).argmax())
+        return select_query(frame_scores(self.logits))
 
 
 @torch.inference_mode()

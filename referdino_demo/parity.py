@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from .checkpoints.convert import convert_official_state_dict
 from .model import ReferDinoConfig, ReferDinoModel
-from .postprocess import mean_scores, select_query, upsample_logits
+from .postprocess import above_threshold, frame_scores, mean_scores, select_query, upsample_logits
 from .preprocess.frames import preprocess_frames
 from .preprocess.text import TextInputs, caption_for, load_tokenizer, tokenize
 
@@ -121,12 +121,14 @@ def run(fixture: Path, tol: float = 1e-4) -> list[Check]:
 
 
 def _postprocess(out, size, expected) -> dict[str, torch.Tensor]:
-    query = select_query(out.pred_logits)
+    scores = frame_scores(out.pred_logits)
+    query = select_query(scores)
     logits = upsample_logits(out.pred_masks[:, query], tuple(size))
     probs = logits.sigmoid()
-    return {"post.query_index": torch.tensor([query]), "post.mean_scores": mean_scores(out.pred_logits),
-            "post.frame_scores": out.pred_logits[:, query].sigmoid(), "post.boxes": out.pred_boxes[:, query],
-            "post.mask_logits_upsampled": logits, "post.mask_probs": probs, "post.masks": probs > 0.5}
+    return {"post.query_index": torch.tensor([query]), "post.mean_scores": mean_scores(scores),
+            "post.frame_scores": scores[:, query], "post.boxes": out.pred_boxes[:, query],
+            "post.mask_logits_upsampled": logits, "post.mask_probs": probs,
+            "post.masks": torch.from_numpy(above_threshold(logits.cpu().numpy(), 0.5))}
 
 
 def compare(ours: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], tol: float) -> list[Check]:

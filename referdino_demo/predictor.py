@@ -31,6 +31,7 @@ from .model.modeling import TextFeatures
 from .model.outputs import FrameQueries
 from .model.tracker import QueryTracker
 from .options import check_option, check_options
+from .postprocess import choose_candidates, frame_scores
 from .model.backbone import feature_map_sizes
 from .preprocess.frames import (DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, check_input_size, preprocess_frames,
                                 resized_size)
@@ -197,16 +198,19 @@ class ReferDinoPredictor:
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path = TINY_RANDOM, filename: str | None = None, *,
                         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                        vocab: str | Path | None = None) -> "ReferDinoPredictor":
+                        vocab: str | Path | None = None, strict: bool = True) -> "ReferDinoPredictor":
         """checkpoint: 'tiny-random', a Hub name ('liangtm/referdino', 'ryt_swinb.pth'), a local `.pth` or a
         folder saved by `save_pretrained`. vocab: a local bert-base-uncased `vocab.txt` (else the Hub cache;
-        'tiny-random' falls back to a built-in vocabulary: its weights are random anyway)."""
+        'tiny-random' falls back to a built-in vocabulary: its weights are random anyway). strict=False loads a
+        checkpoint with keys the converter cannot explain: what fits is loaded, the rest listed in
+        `model.load_report`, and every result says it came from a partial load."""
         pick_dtype(pick_device(device), dtype)  # a wrong device or dtype fails before the weights load
-        if vocab is None and str(checkpoint) == TINY_RANDOM:
-            tokenizer = synthetic_tokenizer()
-        else:
-            tokenizer = load_tokenizer(vocab)
-        model = ReferDinoModel.from_pretrained(checkpoint, filename)
+        # A local vocabulary is checked before the weights load; the Hub's is fetched after, so that a bad
+        # checkpoint is not reported only after waiting for the network.
+        tokenizer = load_tokenizer(vocab) if vocab is not None else None
+        model = ReferDinoModel.from_pretrained(checkpoint, filename, strict=strict)
+        if tokenizer is None:
+            tokenizer = synthetic_tokenizer() if str(checkpoint) == TINY_RANDOM else load_tokenizer()
         name = str(checkpoint) if filename is None else f"{checkpoint}/{filename}"
         return cls(model, tokenizer, device=device, dtype=dtype, checkpoint=name)
 
@@ -214,10 +218,17 @@ class ReferDinoPredictor:
     def untrained(self) -> bool:
         return bool(getattr(self.model, "untrained", False))
 
+    @property
+    def partial_load(self) -> str | None:
+        """What a `strict=False` load left out (one line), or None when every weight came from the checkpoint."""
+        report = getattr(self.model, "load_report", None)
+        return report.summary() if report is not None and report.partial else None
+
     def describe(self) -> str:
         """One line for a UI: checkpoint, device and dtype."""
         name = self.checkpoint or self.model.config.name
-        label = " (UNTRAINED random weights)" if self.untrained else ""
+        label = " (UNTRAINED random weights)" if self.untrained else (" (PARTIAL load, strict=False)" if
+                                                                     self.partial_load else "")
         return f"{name}{label} on {self.device.type.upper()} ({str(self.dtype).removeprefix('torch.')})"
 
     @_out_of_memory_explained
@@ -287,6 +298,7 @@ class ReferDinoPredictor:
             decoded += positions
             report(0.7 * len(decoded) / total, f"encoded {len(decoded)}/{total} frames")
         notes = [frames.info.summary()] if frames.info.subsampled else []
+        notes += [self.partial_load] if self.partial_load else []
         if len(decoded) < total:  # corrupt packets: the result has the frames that were really decoded
             if not decoded:
                 raise VideoReadError(f"none of the {total} selected frames of {Path(frames.info.source).name} could "
@@ -301,8 +313,9 @@ class ReferDinoPredictor:
             video_queries = track.video()
             with self._autocast():
                 queries, logits, boxes = self.model.refine(video_queries, track.text.mask)
-            chosen = self._candidates(logits.float(), num_candidates, multi_target)
-            refined.append((video_queries, queries, logits.float(), boxes.float(), chosen))
+            scores = frame_scores(logits)
+            chosen = choose_candidates(scores, num_candidates, multi_target)
+            refined.append((video_queries, queries, scores, boxes.float(), chosen))
 
         # Pass 2: mask logits per chunk, from kept features or features recomputed from the frames.
         if keep_features:
@@ -326,10 +339,10 @@ class ReferDinoPredictor:
         info = frames.info
         results = {}
         for index, track in enumerate(tracks):
-            _, _, logits, boxes, chosen = refined[index]
+            _, _, scores, boxes, chosen = refined[index]
             results[track.expression] = ExpressionResult(
                 expression=track.expression, frame_size=(info.height, info.width),
-                scores=logits.sigmoid().cpu().numpy(), boxes=boxes.cpu().numpy(),
+                scores=scores.cpu().numpy(), boxes=boxes.cpu().numpy(),
                 candidates=np.asarray(chosen, dtype=np.int64),
                 candidate_logits=np.concatenate(logits_per_track[index], axis=1),
                 truncated=track.truncated, untrained=self.untrained)
@@ -339,7 +352,7 @@ class ReferDinoPredictor:
             results=results, frame_size=(info.height, info.width), fps=info.fps,
             frame_indices=np.asarray(frames.source_indices),
             source=str(video) if isinstance(video, (str, Path)) else None, checkpoint=self.checkpoint,
-            untrained=self.untrained, notes=notes, frames=frames,
+            untrained=self.untrained, partial_load=self.partial_load, notes=notes, frames=frames,
             timings={"total_s": time.perf_counter() - started, "mask_feature_passes": 1 if keep_features else 2})
 
     # -- memory budget ---------------------------------------------------------------------------------
@@ -454,13 +467,3 @@ class ReferDinoPredictor:
         """Megabytes of stride-4 mask features per frame and expression."""
         h, w = resized_size(frames.info.height, frames.info.width, short_side)
         return self.model.config.d_model * -(-h // 4) * -(-w // 4) * 4 / 2**20
-
-    @staticmethod
-    def _candidates(logits: torch.Tensor, count: int, multi_target: float | None) -> list[int]:
-        """The best `count` queries by mean score (official rule first), plus those above `multi_target`."""
-        scores = logits.sigmoid().mean(0)
-        order = scores.argsort(descending=True).tolist()
-        chosen = order[:count]
-        if multi_target is not None:
-            chosen += [q for q in order[count:] if scores[q] > multi_target]
-        return chosen

@@ -17,12 +17,8 @@ import numpy as np
 import torch
 
 from .errors import ReferDinoError
-from .postprocess import upsample_logits
+from . import postprocess
 from .preprocess.text import clean_expression
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float32)))
 
 
 @dataclass
@@ -67,7 +63,7 @@ class ExpressionResult:
     @property
     def mean_scores(self) -> np.ndarray:
         """(Q,) mean over frames of each query's score: the official ranking."""
-        return self.scores.mean(0)
+        return postprocess.mean_scores(self.scores).numpy()
 
     @property
     def frame_scores(self) -> np.ndarray:
@@ -82,7 +78,7 @@ class ExpressionResult:
     @property
     def probabilities(self) -> np.ndarray:
         """(T, h4, w4) float16 stride-4 mask probabilities of the shown query."""
-        return _sigmoid(self.logits).astype(np.float16)
+        return postprocess.probabilities(self.logits).astype(np.float16)
 
     def boxes_xyxy(self, query: int | None = None) -> np.ndarray:
         """(T, 4) float32 boxes of a query (default: the shown one) in pixels of the original frame."""
@@ -101,8 +97,7 @@ class ExpressionResult:
 
     def queries_above(self, score: float = 0.2) -> list[int]:
         """The official multi-target rule (MeViS): kept queries with mean score > `score`, else the best one."""
-        chosen = [int(q) for q in self.candidates if self.mean_scores[q] > score]
-        return chosen or [int(self.candidates[0])]
+        return postprocess.queries_above(self.scores, score, among=self.candidates.tolist())
 
     # -- masks -----------------------------------------------------------------------------------------
     def upsampled_logits(self, frames: slice | list[int] | None = None, queries: list[int] | None = None) -> np.ndarray:
@@ -111,7 +106,7 @@ class ExpressionResult:
         frames = slice(None) if frames is None else frames
         stacked = torch.from_numpy(np.stack([self.candidate_logits[self._slot(q)][frames] for q in queries]))
         k, t = stacked.shape[:2]
-        return upsample_logits(stacked.flatten(0, 1), self.frame_size).view(k, t, *self.frame_size).numpy()
+        return postprocess.upsample_logits(stacked.flatten(0, 1), self.frame_size).view(k, t, *self.frame_size).numpy()
 
     def masks(self, threshold: float = 0.5, multi_target: float | None = None) -> np.ndarray:
         """(T, H, W) bool masks: probability > threshold for the shown query, or with `multi_target=s` the
@@ -123,19 +118,15 @@ class ExpressionResult:
                    chunk: int = 16) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first frame index, (t, H, W) bool masks) chunk by chunk, bounding memory on long videos."""
         queries = None if multi_target is None else self.queries_above(multi_target)
-        cut = _logit(threshold)
+        postprocess.threshold_logit(threshold)  # a bad threshold fails before any work
         for start in range(0, self.num_frames, chunk):
             logits = self.upsampled_logits(slice(start, start + chunk), queries)
-            yield start, (logits > cut).any(0)
+            yield start, postprocess.above_threshold(logits, threshold).any(0)
 
     def mask(self, frame: int, threshold: float = 0.5, multi_target: float | None = None) -> np.ndarray:
         """(H, W) bool mask of one frame."""
         queries = None if multi_target is None else self.queries_above(multi_target)
-        return (self.upsampled_logits([frame], queries) > _logit(threshold)).any(0)[0]
-
-    def probability_map(self, frame: int) -> np.ndarray:
-        """(H, W) float32 probability of the shown query in one frame, at the original size."""
-        return _sigmoid(self.upsampled_logits([frame])[0, 0])
+        return postprocess.above_threshold(self.upsampled_logits([frame], queries), threshold).any(0)[0]
 
     def to_detections(self, frame: int, threshold: float = 0.5):
         """One frame as a `supervision.Detections` (one detection: mask, xyxy box, confidence)."""
@@ -153,17 +144,6 @@ class ExpressionResult:
         return int(slots[0])
 
 
-def _logit(threshold: float) -> float:
-    """sigmoid(x) > threshold  <=>  x > logit(threshold); comparing logits avoids computing sigmoids."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ReferDinoError(f"the mask threshold must be between 0 and 1, got {threshold}")
-    if threshold <= 0.0:
-        return -np.inf
-    if threshold >= 1.0:
-        return np.inf
-    return float(np.log(threshold / (1 - threshold)))
-
-
 @dataclass
 class VideoSegmentation:
     """Every expression's result for one video, with what is needed to draw them on its frames.
@@ -179,6 +159,7 @@ class VideoSegmentation:
     source: str | None = None
     checkpoint: str = ""
     untrained: bool = False
+    partial_load: str | None = None  # what a strict=False checkpoint load left out; None: a complete load
     notes: list[str] = field(default_factory=list)  # e.g. "subsampled 900 frames to 300"
     timings: dict[str, float] = field(default_factory=dict)
     frames: object | None = field(default=None, repr=False)  # re-iterable (index, time_s, frame), e.g. VideoFrames
@@ -213,7 +194,7 @@ class VideoSegmentation:
         height, width = self.frame_size
         return {"fps": self.fps, "width": width, "height": height, "num_frames": self.num_frames,
                 "source": _file_name(self.source), "checkpoint": _file_name(self.checkpoint),
-                "untrained": self.untrained, "frame_indices": [int(i) for i in self.frame_indices]}
+                "untrained": self.untrained, "partial_load": self.partial_load, "frame_indices": [int(i) for i in self.frame_indices]}
 
     @property
     def num_frames(self) -> int:

@@ -6,6 +6,7 @@ import sys
 import zipfile
 
 import pytest
+import torch
 
 from referdino_demo.cli import main
 from referdino_demo.examples import synthetic_clip
@@ -60,3 +61,28 @@ def test_module_entry_point_and_usage_errors():
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["referdino segment: error: the following arguments are required: video, "
                                         "-e/--expression, --out (see referdino segment --help)"]
+
+
+def test_a_checkpoint_with_unexplained_keys_needs_non_strict_and_is_marked_partial(video, tmp_path, capsys, vocab):
+    from safetensors.torch import load_file, save_file
+
+    from referdino_demo.checkpoints.loading import tiny_random_model
+
+    folder = tmp_path / "variant"
+    tiny_random_model().save_pretrained(folder)
+    state = load_file(str(folder / "model.safetensors"))
+    state["head.extra_classifier.weight"] = torch.zeros(3, 4)  # a key of a fine-tuned variant, say
+    save_file(state, str(folder / "model.safetensors"))
+    args = ["segment", str(video), "-e", "the red ball", "--checkpoint", str(folder), "--vocab", str(vocab),
+            "--short-side", "128", "--export", "rle,overlay"]
+
+    assert main([*args, "--out", str(tmp_path / "strict")]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "head.extra_classifier.weight" in line and "--non-strict" in line
+    assert not (tmp_path / "strict").exists()
+
+    assert main([*args, "--out", str(tmp_path / "partial"), "--non-strict"]) == 0
+    err = capsys.readouterr().err
+    assert "PARTIAL load" in err and "note: partial load (strict=False): 1 checkpoint keys ignored" in err
+    info = json.loads((tmp_path / "partial" / "masks_rle.json").read_text())["info"]
+    assert "head.extra_classifier.weight" in info["partial_load"]

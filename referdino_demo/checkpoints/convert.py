@@ -2,7 +2,8 @@
 
 Every official key is accounted for: it is renamed to one of our parameters, merged into one (LoRA
 `lora_A`/`lora_B`), split into several (fused q/k/v projections), or on `IGNORED` with its reason. Anything
-else, and any parameter of ours left unfilled, is a `CheckpointMismatchError` naming the keys.
+else, and any parameter of ours left unfilled, is a `CheckpointMismatchError` naming the keys (strict, the
+default); with `strict=False` such keys are left out and listed in the report instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import CheckpointMismatchError
+
+SHOWN_KEYS = 5  # keys named in a message, before "and N more"
+# The one documented override, named in every strict refusal. (The CLI and app offer it under their own flag.)
+STRICT_HINT = ("To load only the keys that fit instead (the rest of the model keeps its initial random values, "
+               "model.load_report lists both and results are marked partial), pass strict=False (command line and app: "
+               "--non-strict)")
 
 # Official keys that carry nothing our model needs, with the reason.
 IGNORED = [
@@ -93,7 +100,59 @@ class ConversionReport:
     loaded: dict[str, list[str]] = field(default_factory=dict)  # official key -> our keys
     merged_lora: list[str] = field(default_factory=list)  # official weight keys that had LoRA merged in
     aliases: dict[str, str] = field(default_factory=dict)  # dropped duplicate -> the key it duplicates
-    ignored: dict[str, str] = field(default_factory=dict)  # official key -> reason
+    ignored: dict[str, str] = field(default_factory=dict)  # official key -> reason (nothing we need)
+    # strict=False only: what could not be used.
+    unusable: dict[str, str] = field(default_factory=dict)  # official key -> why it was not loaded
+    left_initial: list[str] = field(default_factory=list)  # our keys that no checkpoint key filled
+
+    def not_loaded(self) -> list[str]:
+        """Official keys that carried weights we did not load (empty after a strict conversion)."""
+        return sorted(self.unusable)
+
+
+@dataclass
+class StateFit:
+    """How a state dict (in our key names) fits a model's: what can be loaded and what cannot."""
+
+    matching: dict[str, torch.Tensor]  # in both, same shape
+    unexpected: list[str]  # not in the model
+    missing: list[str]  # in the model, not in the state dict
+    mismatched: list[str]  # in both, shapes differ
+    shapes: dict[str, str]  # mismatched key -> "checkpoint (..) vs model (..)"
+
+    @property
+    def problems(self) -> bool:
+        return bool(self.unexpected or self.missing or self.mismatched)
+
+    def describe(self, unexpected_label: str = "keys") -> str:
+        """The problems, each with its count and first keys; '' if there are none."""
+        parts = []
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} {unexpected_label} are not model parameters: "
+                         f"{first_keys(self.unexpected)}")
+        if self.missing:
+            parts.append(f"{len(self.missing)} model parameters are not in the checkpoint: {first_keys(self.missing)}")
+        if self.mismatched:
+            shown = [f"{k}: {self.shapes[k]}" for k in self.mismatched]
+            parts.append(f"{len(self.mismatched)} shapes differ (is the config the right variant?): "
+                         f"{first_keys(shown)}")
+        return "; ".join(parts)
+
+
+def first_keys(keys: list[str]) -> str:
+    """'a, b, c, d, e and 7 more': the first few keys, and how many are not shown."""
+    shown = ", ".join(keys[:SHOWN_KEYS])
+    return shown + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
+
+
+def fit_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> StateFit:
+    """Compare `state` with `expected` (a model's state dict) by key and shape; nothing is copied."""
+    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state))
+    common = sorted(set(state) & set(expected))
+    shapes = {k: f"checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in common if state[k].shape != expected[k].shape}
+    return StateFit({k: state[k] for k in common if k not in shapes}, unexpected, missing, sorted(shapes), shapes)
 
 
 def _temporal_aliases(keys) -> dict[str, str]:
@@ -113,21 +172,47 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.is_meta or b.is_meta or torch.equal(a, b)
 
 
-def _merge_lora(state: dict[str, torch.Tensor], lora_alpha: float, report: ConversionReport) -> None:
-    """W_eff = W + (lora_B @ lora_A) * lora_alpha / rank, in place; the lora_* keys are consumed."""
+def _merge_lora(state: dict[str, torch.Tensor], lora_alpha: float, report: ConversionReport, strict: bool) -> None:
+    """W_eff = W + (lora_B @ lora_A) * lora_alpha / rank, in place; the lora_* keys are consumed.
+
+    Shapes are checked first: W (out, in), lora_A (rank, in), lora_B (out, rank), rank >= 1, so the product is
+    never larger than W (a file cannot make it allocate more than its own size) and the scaling never divides
+    by zero. An unusable pair is an error, or with `strict=False` left out (W loads unmerged) and reported."""
     for key_a in [k for k in state if k.endswith(".lora_A")]:
         base = key_a[: -len(".lora_A")]
         key_b, key_w = base + ".lora_B", base + ".weight"
-        if key_b not in state or key_w not in state:
-            raise CheckpointMismatchError(f"LoRA key {key_a} has no matching {key_b} or {key_w}")
+        problem = _lora_problem(state, key_a, key_b, key_w)
+        if problem:
+            if strict:
+                raise CheckpointMismatchError(f"{problem}. {STRICT_HINT}")
+            for key in (key_a, key_b):
+                if key in state:
+                    report.unusable[key] = problem
+                    del state[key]
+            continue
         lora_a, lora_b = state.pop(key_a), state.pop(key_b)
         weight = state[key_w]
         scaling = lora_alpha / lora_a.shape[0]
         state[key_w] = (weight.float() + (lora_b.float() @ lora_a.float()) * scaling).to(weight.dtype)
         report.merged_lora.append(key_w)
-    stray = [k for k in state if k.endswith(".lora_B")]
-    if stray:
-        raise CheckpointMismatchError(f"LoRA keys without their lora_A: {stray[:5]}")
+    stray = sorted(k for k in state if k.endswith(".lora_B"))
+    if stray and strict:
+        raise CheckpointMismatchError(f"{len(stray)} LoRA keys without their lora_A: {first_keys(stray)}. "
+                                      f"{STRICT_HINT}")
+    for key in stray:
+        report.unusable[key] = "lora_B without its lora_A"
+        del state[key]
+
+
+def _lora_problem(state: dict, key_a: str, key_b: str, key_w: str) -> str | None:
+    if key_b not in state or key_w not in state:
+        return f"LoRA key {key_a} has no matching {key_b} or {key_w}"
+    a, b, w = state[key_a], state[key_b], state[key_w]
+    if not (w.dim() == a.dim() == b.dim() == 2 and a.shape[0] >= 1 and a.shape[0] == b.shape[1]
+            and a.shape[1] == w.shape[1] and b.shape[0] == w.shape[0]):
+        return (f"LoRA keys {key_a} {tuple(a.shape)} and {key_b} {tuple(b.shape)} do not fit {key_w} "
+                f"{tuple(w.shape)} (expected (rank, in), (out, rank) and (out, in) with rank >= 1)")
+    return None
 
 
 def _rename(key: str) -> str | None:
@@ -147,10 +232,13 @@ def _rename(key: str) -> str | None:
 
 
 def convert_official_state_dict(official: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
-                                lora_alpha: float = 1.0) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+                                lora_alpha: float = 1.0, strict: bool = True
+                                ) -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """Convert an official `model_state_dict` to our keys and check it against `expected` (our state dict).
 
-    Raises `CheckpointMismatchError` listing unexplained keys, unfilled parameters and shape mismatches."""
+    strict: raise `CheckpointMismatchError` listing unexplained keys, unfilled parameters and shape mismatches.
+    With `strict=False`, return only what fits (same names and shapes); the report's `unusable` lists the
+    official keys left out and `left_initial` our keys nothing filled."""
     report = ConversionReport()
     state = {k.removeprefix("module."): v for k, v in official.items()}
     for key in list(state):
@@ -159,23 +247,11 @@ def convert_official_state_dict(official: dict[str, torch.Tensor], expected: dic
                 report.ignored[key] = reason
                 del state[key]
                 break
-    aliases = _temporal_aliases(state)
-    for key in state:
-        for pattern, canonical in ALIASES:
-            if re.match(pattern, key):
-                aliases[key] = re.sub(pattern, canonical, key)
-    for alias, canonical in aliases.items():
-        if canonical not in state:
-            raise CheckpointMismatchError(f"checkpoint key {alias} duplicates {canonical}, which is missing")
-        if not _same_tensor(state[alias], state[canonical]):
-            raise CheckpointMismatchError(
-                f"checkpoint keys {alias} and {canonical} should hold the same shared module but differ; "
-                "the file was not saved by the official ReferDINO code")
-        report.aliases[alias] = canonical
-        del state[alias]
-    _merge_lora(state, lora_alpha, report)
+    _drop_aliases(state, report, strict)
+    _merge_lora(state, lora_alpha, report, strict)
 
     converted: dict[str, torch.Tensor] = {}
+    sources: dict[str, str] = {}  # our key -> the official key it came from
     unexplained = []
     for key, value in state.items():
         targets = _split_fused(key, value, expected) or ([(name, value)] if (name := _rename(key)) else None)
@@ -184,9 +260,42 @@ def convert_official_state_dict(official: dict[str, torch.Tensor], expected: dic
             continue
         for name, tensor in targets:
             converted[name] = tensor
+            sources[name] = key
         report.loaded[key] = [name for name, _ in targets]
-    _check(converted, expected, unexplained)
-    return converted, report
+    fit = fit_state_dict(converted, expected)
+    if strict:
+        _check(fit, sorted(unexplained))
+        return converted, report
+    for key in unexplained:
+        report.unusable[key] = "no place in the model"
+    for name in fit.unexpected + fit.mismatched:
+        report.unusable[sources[name]] = fit.shapes.get(name, f"converts to {name}, not a model parameter")
+        report.loaded.pop(sources[name], None)
+    report.left_initial = sorted(fit.missing + fit.mismatched)
+    return fit.matching, report
+
+
+def _drop_aliases(state: dict[str, torch.Tensor], report: ConversionReport, strict: bool) -> None:
+    """Drop the duplicate copies of shared modules after checking that they equal the canonical key."""
+    aliases = _temporal_aliases(state)
+    for key in state:
+        for pattern, canonical in ALIASES:
+            if re.match(pattern, key):
+                aliases[key] = re.sub(pattern, canonical, key)
+    for alias, canonical in aliases.items():
+        problem = None
+        if canonical not in state:
+            problem = f"checkpoint key {alias} duplicates {canonical}, which is missing"
+        elif not _same_tensor(state[alias], state[canonical]):
+            problem = (f"checkpoint keys {alias} and {canonical} should hold the same shared module but differ; "
+                       "the file was not saved by the official ReferDINO code")
+        if problem and strict:
+            raise CheckpointMismatchError(f"{problem}. {STRICT_HINT}")
+        if problem:
+            report.unusable[alias] = problem
+        else:
+            report.aliases[alias] = canonical
+        del state[alias]
 
 
 def _split_fused(key: str, value: torch.Tensor, expected: dict) -> list[tuple[str, torch.Tensor]] | None:
@@ -203,19 +312,13 @@ def _split_fused(key: str, value: torch.Tensor, expected: dict) -> list[tuple[st
     return None
 
 
-def _check(converted: dict, expected: dict, unexplained: list[str]) -> None:
+def _check(fit: StateFit, unexplained: list[str]) -> None:
+    """Strict: refuse any key the converter cannot place and any difference from the model, naming the keys."""
     problems = []
     if unexplained:
-        problems.append(f"{len(unexplained)} checkpoint keys have no place in the model: {sorted(unexplained)[:10]}")
-    unexpected = sorted(set(converted) - set(expected))
-    if unexpected:
-        problems.append(f"{len(unexpected)} converted keys are not model parameters: {unexpected[:10]}")
-    missing = sorted(set(expected) - set(converted))
-    if missing:
-        problems.append(f"{len(missing)} model parameters are not in the checkpoint: {missing[:10]}")
-    mismatched = [f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in sorted(set(converted) & set(expected)) if converted[k].shape != expected[k].shape]
-    if mismatched:
-        problems.append(f"{len(mismatched)} shapes differ (is the config the right variant?): {mismatched[:5]}")
+        problems.append(f"{len(unexplained)} checkpoint keys have no place in the model: {first_keys(unexplained)}")
+    if fit.problems:
+        problems.append(fit.describe(unexpected_label="converted keys"))
     if problems:
-        raise CheckpointMismatchError("the checkpoint does not fit this ReferDINO model: " + "; ".join(problems))
+        raise CheckpointMismatchError("the checkpoint does not fit this ReferDINO model: " + "; ".join(problems)
+                                      + f". {STRICT_HINT}")

@@ -5,7 +5,8 @@
         --out out/ytvos
 
 Both take the same options; under torchrun every process runs the same command (see ``distributed``).
-Errors a user can fix print one line and exit 1.
+Errors a user can fix print one line and exit 1 (usage errors, e.g. a number out of range: exit 2); options are
+checked before the dataset is read, the dataset before the checkpoint loads.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import sys
 from pathlib import Path
 
 from ..checkpoints.hub import HUB_REPO
-from ..cli import CHECKPOINT_ENV
+from ..cli import CHECKPOINT_ENV, OneLineParser
+from ..errors import ConfigError
+from ..options import DEFAULT_SHORT_SIDE, option_type
 from .datasets import BENCHMARKS, DEFAULT_SPLITS
 
 DESCRIPTION = ("Evaluate ReferDINO on Ref-YouTube-VOS, Ref-DAVIS17 or MeViS: write the predictions in each "
@@ -40,12 +43,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         " or the benchmark's released file: " +
                         ", ".join(f"{b} {c}" for b, c in BENCHMARK_CHECKPOINTS.items()) + ")")
     parser.add_argument("--vocab", type=Path, help="local bert-base-uncased vocab.txt (default: the Hub cache)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (official 0.5)")
-    parser.add_argument("--obj-threshold", type=float, default=0.2,
+    parser.add_argument("--threshold", type=option_type("threshold"), default=0.5,
+                        help="mask probability threshold (official 0.5)")
+    parser.add_argument("--obj-threshold", type=option_type("multi_target"), default=0.2,
                         help="MeViS: union of the queries whose mean score exceeds this (official 0.2)")
-    parser.add_argument("--max-frames", type=int,
+    parser.add_argument("--max-frames", type=option_type("max_frames"),
                         help="quick check: predict and score only the first N frames of each video")
-    parser.add_argument("--short-side", type=int, default=360, help="model input short side (official 360)")
+    parser.add_argument("--short-side", type=option_type("short_side"), default=DEFAULT_SHORT_SIDE,
+                        help=f"model input short side (official {DEFAULT_SHORT_SIDE})")
+    parser.add_argument("--query-decay", type=option_type("query_decay"),
+                        help="pruning keep ratio per decoder layer, in (0, 1] (default: the checkpoint's, 0.5)")
     parser.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda:LOCAL_RANK when available)")
     parser.add_argument("--dtype", default="float32",
                         help="float32 (default, as the official scripts), auto (bf16/fp16 on GPUs: faster), "
@@ -72,6 +79,22 @@ def checkpoint_for(args) -> str:
     return os.environ.get(CHECKPOINT_ENV, f"{HUB_REPO}/{BENCHMARK_CHECKPOINTS[args.benchmark]}")
 
 
+def check_arguments(args) -> None:
+    """Refuse a bad device, dtype, vocabulary or DAVIS tree (one line each) before the dataset is read or the
+    checkpoint loads; numbers are checked while the arguments are parsed (``option_type``)."""
+    from ..predictor import pick_device, pick_dtype
+    from ..preprocess.text import load_tokenizer
+
+    pick_dtype(pick_device(args.device), args.dtype)
+    if args.vocab is not None:
+        load_tokenizer(args.vocab)  # reads and checks the file; from_pretrained reads it again (milliseconds)
+    if args.davis_root is not None and args.benchmark != "davis":
+        raise ConfigError(f"--davis-root applies to --benchmark davis only, not {args.benchmark}")
+    if args.davis_root is not None and not args.davis_root.is_dir():
+        raise ConfigError(f"--davis-root {args.davis_root} is not a folder; pass the DAVIS 2017 tree (with "
+                          "Annotations_unsupervised/480p and ImageSets/2017/val.txt) or leave it out")
+
+
 def run_evaluate(args) -> int:
     """Evaluate as ``args`` says, in this process of a torchrun job (or alone); returns the exit code."""
     from ..predictor import ReferDinoPredictor
@@ -79,17 +102,23 @@ def run_evaluate(args) -> int:
     from .datasets import open_dataset
     from .runner import evaluate
 
+    check_arguments(args)
     context, device = distributed.init_distributed(args.device)
     try:
         dataset = open_dataset(args.benchmark, args.data_root, args.split, davis_root=args.davis_root)
-        predictor = ReferDinoPredictor.from_pretrained(checkpoint_for(args), device=device, dtype=args.dtype,
-                                                       vocab=args.vocab)
-        if context.is_main:
-            print(f"model: {predictor.describe()}; {dataset!r} over {context.world_size} process(es)",
-                  file=sys.stderr)
-        evaluate(predictor, dataset, args.out, threshold=args.threshold, resume=not args.no_resume,
+
+        def load_predictor() -> ReferDinoPredictor:  # called by evaluate once the inputs are checked
+            predictor = ReferDinoPredictor.from_pretrained(checkpoint_for(args), device=device, dtype=args.dtype,
+                                                           vocab=args.vocab)
+            if context.is_main:
+                print(f"model: {predictor.describe()}; {dataset!r} over {context.world_size} process(es)",
+                      file=sys.stderr)
+            return predictor
+
+        evaluate(load_predictor, dataset, args.out, threshold=args.threshold, resume=not args.no_resume,
                  rank=context.rank, world_size=context.world_size, progress=not args.no_progress,
-                 obj_threshold=args.obj_threshold, max_frames=args.max_frames, short_side=args.short_side)
+                 obj_threshold=args.obj_threshold, max_frames=args.max_frames, short_side=args.short_side,
+                 query_decay=args.query_decay)
     finally:
         distributed.shutdown()
     return 0
@@ -97,8 +126,7 @@ def run_evaluate(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m referdino_demo.evaluation`` (also under torchrun)."""
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m referdino_demo.evaluation",
-                                                   description=DESCRIPTION))
+    parser = add_arguments(OneLineParser(prog="python -m referdino_demo.evaluation", description=DESCRIPTION))
     args = parser.parse_args(argv)
     from ..cli import run_reporting_errors
 

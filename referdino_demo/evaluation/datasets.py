@@ -41,12 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from ..errors import ReferDinoError
+from ..errors import ConfigError, ReferDinoError, VideoReadError, one_line
 
 BENCHMARKS = ("ytvos", "davis", "mevis")
 DEFAULT_SPLITS = {"ytvos": "valid", "davis": "valid", "mevis": "valid_u"}
+SPLITS = {"ytvos": ("valid", "test", "train"), "davis": ("valid", "train"), "mevis": ("valid_u", "valid", "train")}
 DAVIS_ANNOTATORS = 4
 YTVOS_LAYOUT = ("ROOT/meta_expressions/{split}/meta_expressions.json and ROOT/{split}/JPEGImages/<video>/"
                 "<frame>.jpg (the Ref-YouTube-VOS download, unzipped)")
@@ -59,6 +60,58 @@ MEVIS_LAYOUT = ("ROOT/{split}/meta_expressions.json, ROOT/{split}/JPEGImages/<vi
 
 class DatasetError(ReferDinoError):
     """A benchmark folder is missing a file or does not have the expected layout."""
+
+
+class FrameError(DatasetError, VideoReadError):
+    """A frame of a benchmark video is missing or cannot be decoded (both a dataset and a video read error)."""
+
+
+REPLACE_FILE = "restore it from the benchmark download (re-extract the archive), then rerun"
+
+
+def relative(path: Path, root: Path) -> str:
+    """``path`` as messages show it: relative to ``root`` (the data root), so that they name the file without
+    the server's absolute paths; just its name when it is elsewhere."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def read_image(path: Path, fail: Callable[[str], ReferDinoError], *, pixels: bool = True) -> Image.Image:
+    """The image at ``path``, pixels loaded (``pixels=False``: only its header is read: mode and size, no pixels).
+
+    Every way a file can be unusable (missing, a folder, empty, not an image, truncated, corrupt) raises
+    ``fail(reason)``: PIL reports these with many exception types (OSError, SyntaxError, EOFError, ValueError,
+    zlib and struct errors, ...), and what the user needs is the file's name, not PIL's traceback.
+    """
+    if not path.is_file():
+        raise fail("is missing" if not path.exists() else "is not a file")
+    try:
+        with Image.open(path) as image:
+            if pixels:
+                image.load()
+            return image
+    except MemoryError:
+        raise
+    except UnidentifiedImageError as err:  # its message holds the absolute path
+        raise fail("is not an image (empty, or not a JPEG/PNG file)") from err
+    except Exception as err:  # noqa: BLE001 - see the docstring
+        raise fail(f"cannot be read ({one_line(err, 120).replace(str(path), path.name)})") from err
+
+
+def read_annotation(path: Path, root: Path, video_id: str, size: tuple[int, int] | None) -> Image.Image:
+    """A ground-truth PNG of ``video_id``: an indexed (palette) image of object ids, ``size`` (H, W) when given
+    (the frame size); anything else raises a DatasetError naming the file relative to ``root``."""
+    def fail(reason: str) -> DatasetError:
+        return DatasetError(f"annotation {relative(path, root)} of video {video_id} {reason}; {REPLACE_FILE}")
+
+    image = read_image(path, fail)
+    if image.mode != "P":
+        raise fail(f"is a mode {image.mode} image, not an indexed (palette) PNG of object ids")
+    if size is not None and (image.height, image.width) != tuple(size):
+        raise fail(f"is {image.height}x{image.width} (HxW) but the video's frames are {size[0]}x{size[1]}")
+    return image
 
 
 @dataclass(frozen=True)
@@ -80,6 +133,7 @@ class VideoSample:
 
     frame_names: (T,) frame names without extension, in order (predictions are named after them).
     frame_paths: (T,) JPEG paths. expressions: exp_id -> Expression, in the meta file's order.
+    root: the data root, which messages name files relative to.
     """
 
     video_id: str
@@ -87,6 +141,7 @@ class VideoSample:
     frame_paths: list[Path]
     expressions: dict[str, Expression]
     _ground_truth: Callable[[str], np.ndarray] | None = field(default=None, repr=False)
+    root: Path = field(default=Path(), repr=False)
 
     @property
     def num_frames(self) -> int:
@@ -99,22 +154,34 @@ class VideoSample:
 
     def load_frames(self, limit: int | None = None) -> list[np.ndarray]:
         """The first ``limit`` (default all) frames as (H, W, 3) uint8 RGB arrays."""
-        frames = []
-        for path in self.frame_paths[:limit]:
-            if not path.is_file():
-                raise DatasetError(f"frame {path} of video {self.video_id} is missing; every frame listed in "
-                                   "meta_expressions.json needs a JPEG beside the others")
-            with Image.open(path) as image:
-                frames.append(np.asarray(image.convert("RGB")))
-            if frames[-1].shape != frames[0].shape:
-                raise DatasetError(f"frame {path} is {frames[-1].shape[:2]}, but the first frame of "
-                                   f"{self.video_id} is {frames[0].shape[:2]}; all frames must have one size")
-        return frames
+        return [np.asarray(image.convert("RGB")) for image in self._frames(limit, pixels=True)]
+
+    def check_frames(self, limit: int | None = None) -> tuple[int, int]:
+        """Read the headers of the first ``limit`` frames (cheap: no decoding); returns their (H, W)."""
+        return [image.size for image in self._frames(limit, pixels=False)][0][::-1]
 
     def frame_size(self) -> tuple[int, int]:
         """(H, W) of the first frame, read from the JPEG header."""
-        with Image.open(self.frame_paths[0]) as image:
-            return image.height, image.width
+        return self.check_frames(1)
+
+    def _frames(self, limit: int | None, *, pixels: bool) -> Iterator[Image.Image]:
+        """The first ``limit`` frames as PIL images, one at a time; a missing or damaged frame, or one whose size
+        differs from the first frame's, raises a FrameError naming it."""
+        first = None  # (H, W) of the first frame
+        for path in self.frame_paths[:limit]:
+            image = read_image(path, lambda reason, path=path: self._frame_error(path, reason), pixels=pixels)
+            first = first or (image.height, image.width)
+            if (image.height, image.width) != first:
+                raise self._frame_error(path, f"is {image.height}x{image.width} (HxW) but the video's first frame "
+                                              f"is {first[0]}x{first[1]} (a video's frames share one size)")
+            yield image
+
+    def _frame_error(self, path: Path, reason: str) -> FrameError:
+        folder = path.parent
+        if not path.exists() and (not folder.is_dir() or not any(folder.iterdir())):  # say why: no frames at all
+            state = "empty" if folder.is_dir() else "missing"
+            reason = f"is missing: the folder {relative(folder, self.root)} is {state}"
+        return FrameError(f"frame {relative(path, self.root)} of video {self.video_id} {reason}; {REPLACE_FILE}")
 
     def ground_truth(self, exp_id: str) -> np.ndarray:
         """(T, H, W) bool mask of the object(s) that expression ``exp_id`` refers to."""
@@ -136,7 +203,8 @@ class EvalDataset:
         self.root = Path(root)
         self.split = split
         if not self.root.is_dir():
-            raise DatasetError(f"dataset folder {self.root} does not exist; expected {self.layout()}")
+            state = "is a file, not a folder" if self.root.exists() else "does not exist"
+            raise DatasetError(f"dataset folder {self.root} {state}; expected {self.layout()}")
         self.videos: dict[str, VideoSample] = {}
 
     def layout(self) -> str:
@@ -163,20 +231,36 @@ class EvalDataset:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, split={self.split!r}, videos={len(self)})"
 
+    def check(self, video_ids: list[str], max_frames: int | None = None) -> None:
+        """Refuse, before any model work, a video whose files would stop a run: every frame it reads (the first
+        ``max_frames``) must be an image of one size (headers only: decoding every frame is left to the run,
+        after this) and, where the split is scored here, its ground truth must decode and fit those frames."""
+        for video_id in video_ids:
+            sample = self[video_id]
+            self._check_ground_truth(sample, sample.check_frames(max_frames))
+
+    def _check_ground_truth(self, sample: VideoSample, size: tuple[int, int]) -> None:
+        """Raise unless ``sample``'s ground truth (if the split has it) fits frames of ``size`` (H, W)."""
+
     # -- helpers shared by the readers ---------------------------------------------------------------
-    def _read_json(self, path: Path) -> dict:
+    def _read_json(self, path: Path):
         if not path.is_file():
-            raise DatasetError(f"{path} is missing; expected {self.layout()}")
+            raise DatasetError(f"{path} is {'not a file' if path.exists() else 'missing'}; expected {self.layout()}")
+        shown = relative(path, self.root)
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetError(f"{path} is not valid JSON ({err}); re-download or re-extract it") from err
+            raise DatasetError(f"{shown} is not valid JSON ({one_line(err, 80)}); {REPLACE_FILE}") from err
+        except OSError as err:
+            raise DatasetError(f"{shown} cannot be read ({err.strerror or err}); check its permissions") from err
+
+    def _meta_error(self, source: Path, problem: str) -> DatasetError:
+        return DatasetError(f"{relative(source, self.root)}: {problem}; expected {META_FORMAT}; {REPLACE_FILE}")
 
     def _meta_videos(self, path: Path) -> dict:
         data = self._read_json(path)
-        if not isinstance(data.get("videos"), dict):
-            raise DatasetError(f"{path} has no 'videos' object; expected "
-                               '{"videos": {video: {"expressions": {...}, "frames": [...]}}}')
+        if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
+            raise self._meta_error(path, "no 'videos' object")
         return data["videos"]
 
     def _frames_dir(self, split_dir: Path) -> Path:
@@ -185,18 +269,39 @@ class EvalDataset:
             raise DatasetError(f"{images} is missing; expected {self.layout()}")
         return images
 
-    def _sample(self, video_id: str, entry: dict, images: Path, source: Path, expressions=None,
-                ground_truth=None) -> VideoSample:
-        if "frames" not in entry or "expressions" not in entry:
-            raise DatasetError(f"video {video_id} in {source} lacks 'frames' or 'expressions'")
-        names = [str(name) for name in entry["frames"]]
-        if not names:
-            raise DatasetError(f"video {video_id} in {source} lists no frames")
-        if expressions is None:
-            expressions = {str(k): Expression(str(v["exp"]), _ids(v.get("obj_id")))
-                           for k, v in entry["expressions"].items()}
-        return VideoSample(video_id, names, [images / video_id / f"{name}.jpg" for name in names],
-                           expressions, ground_truth)
+    def _sample(self, video_id: str, entry, images: Path, source: Path) -> VideoSample:
+        """Video ``video_id`` of the meta file ``source``; a malformed entry raises a DatasetError naming it."""
+        video = f"video {video_id!r}"
+        self._name(video_id, video, source)
+        if not (isinstance(entry, dict) and isinstance(entry.get("frames"), list)
+                and isinstance(entry.get("expressions"), dict)):
+            raise self._meta_error(source, f"{video} needs a 'frames' list and an 'expressions' object")
+        names = [self._name(name, f"a frame name of {video}", source) for name in entry["frames"]]
+        if not names or len(set(names)) != len(names):
+            raise self._meta_error(source, f"{video} lists {'no frames' if not names else 'a frame twice'}")
+        expressions = {}
+        for exp_id, value in entry["expressions"].items():
+            where = f"expression {exp_id!r} of {video}"
+            self._name(exp_id, where, source)
+            if not isinstance(value, dict) or not isinstance(value.get("exp"), str):
+                raise self._meta_error(source, f"{where} has no 'exp' text")
+            try:
+                expressions[exp_id] = Expression(value["exp"], _ids(value.get("obj_id")), _ids(value.get("anno_id")))
+            except (TypeError, ValueError) as err:
+                raise self._meta_error(source, f"{where}: obj_id/anno_id must be whole numbers ({err})") from err
+        return VideoSample(video_id, names, [images / video_id / f"{name}.jpg" for name in names], expressions,
+                           root=self.root)
+
+    def _name(self, value, what: str, source: Path) -> str:
+        """``value`` as a file name: video ids, expression ids and frame names name the prediction files, so
+        one that could leave its folder ('..', 'a/b') is refused."""
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+        if not text or text in (".", "..") or any(c in text for c in "/\\\0"):
+            raise self._meta_error(source, f"{what}: {value!r} is not a plain file name")
+        return text
+
+
+META_FORMAT = '{"videos": {video: {"expressions": {exp_id: {"exp": text, ...}}, "frames": [name, ...]}}}'
 
 
 def _ids(value) -> tuple[int, ...]:
@@ -205,12 +310,6 @@ def _ids(value) -> tuple[int, ...]:
         return ()
     values = value if isinstance(value, (list, tuple)) else [value]
     return tuple(int(v) for v in values)
-
-
-def _read_palette_png(path: Path) -> np.ndarray:
-    """(H, W) uint8 label ids of an indexed (palette) PNG, as ``np.array(Image.open(path))``."""
-    with Image.open(path) as image:
-        return np.array(image)
 
 
 class RefYouTubeVOS(EvalDataset):
@@ -226,27 +325,33 @@ class RefYouTubeVOS(EvalDataset):
         test_path = meta_dir / "test" / "meta_expressions.json"
         if split == "valid" and test_path.is_file():  # the test videos are also listed in the valid meta
             videos = {k: v for k, v in videos.items() if k not in self._meta_videos(test_path)}
-        split_dir = self.root / split
-        images = self._frames_dir(split_dir)
-        annotations = split_dir / "Annotations"
+        images = self._frames_dir(self.root / split)
         for video_id in sorted(videos):
             sample = self._sample(video_id, videos[video_id], images, meta_path)
-            gt_dir = annotations / video_id
-            expressions_have_ids = all(e.obj_ids for e in sample.expressions.values())
-            if expressions_have_ids and gt_dir.is_dir() and all((gt_dir / f"{n}.png").is_file()
-                                                                 for n in sample.frame_names):
-                sample._ground_truth = _ytvos_ground_truth(sample, gt_dir)
+            # A video with an annotation folder is scored here: a missing or damaged PNG in it is an error
+            # (``check``), not a silent switch of the whole split to server scoring.
+            if self._annotations(video_id).is_dir() and all(e.obj_ids for e in sample.expressions.values()):
+                sample._ground_truth = self._ground_truth_of(sample)
             self.videos[video_id] = sample
 
     def layout(self) -> str:
         return YTVOS_LAYOUT.replace("{split}", self.split)
 
+    def _annotations(self, video_id: str) -> Path:
+        return self.root / self.split / "Annotations" / video_id
 
-def _ytvos_ground_truth(sample: VideoSample, gt_dir: Path) -> Callable[[str], np.ndarray]:
-    def load(exp_id: str) -> np.ndarray:
-        labels = np.stack([_read_palette_png(gt_dir / f"{name}.png") for name in sample.frame_names])
-        return np.isin(labels, sample.expressions[exp_id].obj_ids)  # (T, H, W) bool
-    return load
+    def _check_ground_truth(self, sample: VideoSample, size: tuple[int, int]) -> None:
+        if sample.has_ground_truth:
+            for name in sample.frame_names:
+                read_annotation(self._annotations(sample.video_id) / f"{name}.png", self.root, sample.video_id, size)
+
+    def _ground_truth_of(self, sample: VideoSample) -> Callable[[str], np.ndarray]:
+        def load(exp_id: str) -> np.ndarray:
+            folder, size = self._annotations(sample.video_id), sample.frame_size()
+            labels = np.stack([np.array(read_annotation(folder / f"{name}.png", self.root, sample.video_id, size))
+                               for name in sample.frame_names])
+            return np.isin(labels, sample.expressions[exp_id].obj_ids)  # (T, H, W) bool
+        return load
 
 
 @dataclass
@@ -292,7 +397,12 @@ class RefDavis17(EvalDataset):
                 raise DatasetError(f"{required} is missing although {self.davis_root} exists; the DAVIS 2017 "
                                    f"tree must contain ImageSets/2017/val.txt and Annotations_unsupervised/480p "
                                    "(download the DAVIS 2017 unsupervised annotations)")
-        return [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        try:
+            text = listing.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise DatasetError(f"{relative(listing, self.davis_root.parent)} cannot be read "
+                               f"({one_line(err, 80)}); {REPLACE_FILE}") from err
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     @property
     def has_ground_truth(self) -> bool:
@@ -308,16 +418,28 @@ class RefDavis17(EvalDataset):
         num_objects = len(exp_ids) // DAVIS_ANNOTATORS
         return [[exp_ids[o * DAVIS_ANNOTATORS + k] for o in range(num_objects)] for k in range(DAVIS_ANNOTATORS)]
 
-    def objects(self, video_id: str) -> DavisObjects:
-        """The DAVIS unsupervised ground truth of ``video_id`` (``davis2017.davis.DAVIS.get_all_masks``)."""
+    def _annotation_paths(self, video_id: str) -> list[Path]:
+        """The DAVIS unsupervised annotation PNGs of ``video_id``, sorted (frame order)."""
         if self.sequences is None:
             raise DatasetError(f"no DAVIS tree at {self.davis_root}; Ref-DAVIS17 is scored against the "
                                f"original DAVIS 2017 annotations, expected {DAVIS_LAYOUT}")
         folder = self.davis_root / "Annotations_unsupervised" / "480p" / video_id
         paths = sorted(folder.glob("*.png"))
         if not paths:
-            raise DatasetError(f"no annotation PNGs in {folder}; expected {DAVIS_LAYOUT}")
-        labels = np.stack([_read_palette_png(p) for p in paths])
+            raise DatasetError(f"no annotation PNGs in {relative(folder, self.davis_root.parent)}; expected "
+                               f"{DAVIS_LAYOUT}")
+        return paths
+
+    def _check_ground_truth(self, sample: VideoSample, size: tuple[int, int]) -> None:
+        if self.sequences is not None and sample.video_id in self.sequences:
+            for path in self._annotation_paths(sample.video_id):
+                read_annotation(path, self.davis_root.parent, sample.video_id, size)
+
+    def objects(self, video_id: str) -> DavisObjects:
+        """The DAVIS unsupervised ground truth of ``video_id`` (``davis2017.davis.DAVIS.get_all_masks``)."""
+        paths = self._annotation_paths(video_id)
+        size = self[video_id].frame_size()
+        labels = np.stack([np.array(read_annotation(p, self.davis_root.parent, video_id, size)) for p in paths])
         void = labels == 255
         labels = np.where(void, 0, labels)
         num_objects = int(labels[0].max())  # the first frame defines the objects, as the official code
@@ -340,10 +462,7 @@ class MeViS(EvalDataset):
         self._mask_path = mask_path if mask_path.is_file() else None
         self._mask_dict: dict | None = None
         for video_id in sorted(videos):
-            entry = videos[video_id]
-            expressions = {str(k): Expression(str(v["exp"]), _ids(v.get("obj_id")), _ids(v.get("anno_id")))
-                           for k, v in entry.get("expressions", {}).items()}
-            sample = self._sample(video_id, entry, images, meta_path, expressions)
+            sample = self._sample(video_id, videos[video_id], images, meta_path)
             if self._mask_path is not None:
                 sample._ground_truth = self._ground_truth_of(sample)
             self.videos[video_id] = sample
@@ -358,21 +477,60 @@ class MeViS(EvalDataset):
                 raise DatasetError(f"{self.root / self.split / 'mask_dict.json'} is missing: split "
                                    f"{self.split!r} has no local ground truth (MeViS 'valid' is scored by the "
                                    "server; use 'valid_u' to score locally)")
-            self._mask_dict = self._read_json(self._mask_path)
+            masks = self._read_json(self._mask_path)
+            if not isinstance(masks, dict):
+                raise DatasetError(f"{relative(self._mask_path, self.root)} is not a JSON object; expected "
+                                   f"{{anno_id: [COCO RLE or null per frame]}}; {REPLACE_FILE}")
+            self._mask_dict = masks
         return self._mask_dict
+
+    def _check_ground_truth(self, sample: VideoSample, size: tuple[int, int]) -> None:
+        if sample.has_ground_truth:
+            for exp_id, expression in sample.expressions.items():
+                if not expression.anno_ids:
+                    raise self._meta_error(self.root / self.split / "meta_expressions.json",
+                                           f"expression {exp_id!r} of video {sample.video_id!r} has no anno_id")
+                for anno_id in expression.anno_ids:
+                    for _ in self._object_masks(sample, exp_id, anno_id, size):
+                        pass
+
+    def _object_masks(self, sample: VideoSample, exp_id: str, anno_id: int,
+                      size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+        """(t, (H, W) bool mask) for each frame where object ``anno_id`` (of ``exp_id``) is present; its
+        ``mask_dict.json`` entry must be a list of one COCO RLE of the frame ``size`` (or null) per frame,
+        else a DatasetError names the entry and frame."""
+        where = f"anno_id {anno_id} ({sample.video_id}/{exp_id}) in {relative(self._mask_path, self.root)}"
+        rles = self.mask_dict().get(str(anno_id))
+        if rles is None:
+            raise DatasetError(f"{where} is missing: the meta file and mask_dict.json do not match; {REPLACE_FILE}")
+        if not isinstance(rles, list) or len(rles) < sample.num_frames:
+            raise DatasetError(f"{where} is not a list of {sample.num_frames} masks (one COCO RLE or null per "
+                               f"frame); {REPLACE_FILE}")
+        for t, rle in enumerate(rles[:sample.num_frames]):
+            if rle is None:  # null: the object is absent in this frame
+                continue
+            if not (isinstance(rle, dict) and isinstance(rle.get("counts"), (str, list))
+                    and rle.get("size") == list(size)):
+                raise DatasetError(f"{where}, frame {t}: {one_line(repr(rle), 60)} is not null or a COCO RLE "
+                                   f'{{"size": [{size[0]}, {size[1]}], "counts": ...}} of the frame size; '
+                                   f"{REPLACE_FILE}")
+            try:
+                mask = decode_rle(rle)
+            except (ValueError, TypeError, IndexError, KeyError, OverflowError) as err:
+                raise DatasetError(f"{where}, frame {t}: the RLE cannot be decoded ({one_line(err, 80)}); "
+                                   f"{REPLACE_FILE}") from err
+            if mask.shape != tuple(size):  # counts that do not add up to H * W
+                raise DatasetError(f"{where}, frame {t}: the RLE decodes to {mask.shape}, not its size {size}; "
+                                   f"{REPLACE_FILE}")
+            yield t, mask
 
     def _ground_truth_of(self, sample: VideoSample) -> Callable[[str], np.ndarray]:
         def load(exp_id: str) -> np.ndarray:
-            masks = self.mask_dict()
-            height, width = sample.frame_size()
+            height, width = size = sample.frame_size()
             gt = np.zeros((sample.num_frames, height, width), bool)
             for anno_id in sample.expressions[exp_id].anno_ids:
-                if str(anno_id) not in masks:
-                    raise DatasetError(f"anno_id {anno_id} of {sample.video_id}/{exp_id} is not in "
-                                       f"{self._mask_path}; the meta file and mask_dict.json do not match")
-                for t, rle in enumerate(masks[str(anno_id)][:sample.num_frames]):
-                    if rle is not None:  # null: the object is absent in this frame
-                        gt[t] |= decode_rle(rle)
+                for t, mask in self._object_masks(sample, exp_id, anno_id, size):
+                    gt[t] |= mask
             return gt
         return load
 
@@ -393,6 +551,9 @@ def open_dataset(benchmark: str, root: str | Path, split: str | None = None,
     the paper reports (valid, valid, valid_u); ``davis_root``: Ref-DAVIS17's DAVIS tree (default ROOT/DAVIS)."""
     if benchmark not in READERS:
         raise DatasetError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
+    split = split or DEFAULT_SPLITS[benchmark]
+    if split not in SPLITS[benchmark]:
+        raise ConfigError(f"unknown split {split!r} for {benchmark}; choose one of {', '.join(SPLITS[benchmark])}")
     if benchmark == "davis":
-        return RefDavis17(root, split or DEFAULT_SPLITS[benchmark], davis_root)
-    return READERS[benchmark](root, split or DEFAULT_SPLITS[benchmark])
+        return RefDavis17(root, split, davis_root)
+    return READERS[benchmark](root, split)

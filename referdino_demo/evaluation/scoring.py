@@ -20,24 +20,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 from ..errors import ReferDinoError
-from .datasets import EvalDataset, RefDavis17
+from .datasets import EvalDataset, RefDavis17, read_image, relative
 from .metrics import boundary_f_measure, region_similarity
-from .writers import PREDICTIONS
+from .writers import DONE, PREDICTIONS
 
 MAX_PROPOSALS = 20  # davis2017-evaluation refuses more predicted objects per sequence
 
 
-def _read_png(path: Path) -> np.ndarray:
-    """(H, W) array of a PNG: gray values or palette ids (an RGB PNG is reduced to 'any channel set')."""
-    if not path.is_file():
-        raise ReferDinoError(f"prediction {path} is missing; rerun the evaluation with resume to complete it, "
-                             "or delete the video's done-file in .done/ to redo it")
-    with Image.open(path) as image:
-        array = np.array(image)
+def _read_png(path: Path, out_dir: Path, video_id: str) -> np.ndarray:
+    """(H, W) array of a prediction PNG: gray values or palette ids (an RGB PNG is reduced to 'any channel
+    set'); a missing or damaged one raises an error naming it (relative to the output folder)."""
+    def fail(reason: str) -> ReferDinoError:
+        return ReferDinoError(f"prediction {relative(path, out_dir)} {reason}; delete {DONE}/{video_id}.json in "
+                              f"the output folder and rerun the evaluation (with resume) to redo video {video_id}")
+
+    array = np.array(read_image(path, fail))
     return array.any(-1).astype(np.uint8) if array.ndim == 3 else array
 
 
@@ -61,10 +61,10 @@ def score_expressions(dataset: EvalDataset, video_ids: list[str], out_dir: Path,
             if not folder.is_dir():  # as eval_mevis.py: a missing prediction scores 0
                 rows.append({**row, "J": 0.0, "F": 0.0, "J&F": 0.0, "frames": len(names), "missing": True})
                 continue
-            pred = np.stack([_read_png(folder / f"{name}.png") for name in names])
+            pred = np.stack([_read_png(folder / f"{name}.png", out_dir, video_id) for name in names])
             if pred.shape != gt.shape:
-                raise ReferDinoError(f"prediction {folder} is {pred.shape} (T, H, W) but the ground truth is "
-                                     f"{gt.shape}; predictions must have the original frame size")
+                raise ReferDinoError(f"prediction {relative(folder, out_dir)} is {pred.shape} (T, H, W) but the "
+                                     f"ground truth is {gt.shape}; predictions must have the original frame size")
             rows.append({**row, **_jf_rows(region_similarity(pred, gt), boundary_f_measure(pred, gt)),
                          "missing": False})
     return rows
@@ -107,10 +107,10 @@ def score_davis(dataset: RefDavis17, video_ids: list[str], out_dir: Path, max_fr
         gt, void = objects.masks[:, :len(frame_ids)], objects.void[:len(frame_ids)]
         for k, exp_ids in enumerate(dataset.annotator_expressions(video_id)):
             folder = root / f"anno_{k}" / video_id
-            pred = np.stack([_read_png(folder / f"{frame}.png") for frame in frame_ids])
+            pred = np.stack([_read_png(folder / f"{frame}.png", out_dir, video_id) for frame in frame_ids])
             if pred.shape != void.shape:
-                raise ReferDinoError(f"predictions in {folder} are {pred.shape} (T, H, W) but the DAVIS "
-                                     f"annotations are {void.shape}; use the 480p frames")
+                raise ReferDinoError(f"predictions in {relative(folder, out_dir)} are {pred.shape} (T, H, W) but "
+                                     f"the DAVIS annotations are {void.shape}; use the 480p frames")
             for p, n, j, f in match_davis_objects(gt, void, pred):
                 exp_id = exp_ids[p] if p < len(exp_ids) else ""
                 text = dataset[video_id].expressions[exp_id].text if exp_id else ""

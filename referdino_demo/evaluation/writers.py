@@ -7,15 +7,14 @@ All predictions go under ``OUT/Annotations``::
     davis   Annotations/anno_{k}/<video>/{t:05d}.png     mode P, DAVIS palette, 0 background, object o -> o + 1
 
 A video is complete when its done-file ``OUT/.done/<video>.json`` exists; it is written last and records the
-settings and the number of files, so a run with other settings or a video with missing files is redone.
+settings that decide the predictions (``PREDICTION_SETTINGS``) and the number of files, so a run with other
+settings or a video with missing files is redone.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,30 +23,28 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ReferDinoError
+from ..postprocess import probabilities
+from ..output_files import atomic_write
 from ..export.masks import DAVIS_PALETTE
-from .datasets import DAVIS_ANNOTATORS, VideoSample
+from .datasets import DAVIS_ANNOTATORS, DatasetError, VideoSample, read_image, relative
 
 PREDICTIONS = "Annotations"
 DONE = ".done"
 CHUNK = 16  # frames upsampled at once: bounds memory on long, large videos
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+# Everything that changes the prediction files of a video. A done-file records them; on resume a video done
+# with another value of any of them is redone (``resume_state``). Nothing else decides "same settings".
+PREDICTION_SETTINGS = ("benchmark", "split", "checkpoint", "vocabulary", "device", "dtype", "short_side",
+                       "query_decay", "max_frames", "threshold", "obj_threshold")
 
 
 def save_png(path: Path, array: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write (H, W) uint8 ``array`` as a PNG (mode P with ``palette``, else L) under a temporary name, then
-    rename it: an interrupted run never leaves a truncated PNG."""
+    """Write (H, W) uint8 ``array`` as a PNG (mode P with ``palette``, else L), atomically: an interrupted run
+    never leaves a truncated PNG."""
     image = Image.fromarray(array)
     if palette is not None:
         image.putpalette(palette)  # mode L -> P, the pixel values (ids) unchanged
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
+    with atomic_write(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def video_dirs(benchmark: str, out_dir: Path, video_id: str) -> list[Path]:
@@ -109,7 +106,7 @@ def write_davis(out_dir: Path, sample: VideoSample, groups: list[list[str]], res
             probs = np.zeros((len(exp_ids), t, height, width), np.float32)  # (O, t, H, W)
             for o, exp_id in enumerate(exp_ids):
                 if results.get(exp_id) is not None:
-                    probs[o] = _sigmoid(results[exp_id].upsampled_logits(frames)[0])
+                    probs[o] = probabilities(results[exp_id].upsampled_logits(frames)[0])
             probs[probs < threshold] = 0
             stacked = np.concatenate([np.full((1, t, height, width), 0.1, np.float32), probs])
             labels = stacked.argmax(0).astype(np.uint8)  # (t, H, W)
@@ -124,9 +121,11 @@ def davis_palette(dataset_root: Path) -> list[int]:
     DAVIS (PASCAL VOC) palette."""
     source = Path(dataset_root) / "valid" / "Annotations" / "blackswan" / "00000.png"
     if source.is_file():
-        with Image.open(source) as image:
-            if image.mode == "P" and image.getpalette():
-                return image.getpalette()
+        image = read_image(source, lambda reason: DatasetError(
+            f"{relative(source, dataset_root)} (the palette of the predictions) {reason}; restore it or delete it "
+            "(the standard DAVIS palette is then used)"))
+        if image.mode == "P" and image.getpalette():
+            return image.getpalette()
     return list(DAVIS_PALETTE)
 
 
@@ -141,24 +140,37 @@ def count_files(benchmark: str, out_dir: Path, video_id: str) -> int:
                for path in folder.rglob("*.png") if not path.name.startswith("."))
 
 
-def is_done(benchmark: str, out_dir: Path, video_id: str, settings: dict) -> bool:
-    """True when the done-file exists, was written with the same ``settings``, and all its files are there."""
-    path = done_path(out_dir, video_id)
+def changed_settings(recorded: dict, settings: dict) -> dict[str, tuple]:
+    """``{name: (recorded value, current value)}`` for each of ``PREDICTION_SETTINGS`` that differs: the one
+    test of "same settings". Compared as JSON stores them (tuples are lists); a field missing from an older
+    done-file counts as None."""
+    current = json.loads(json.dumps(settings))
+    return {name: (recorded.get(name), current.get(name)) for name in PREDICTION_SETTINGS
+            if recorded.get(name) != current.get(name)}
+
+
+def resume_state(benchmark: str, out_dir: Path, video_id: str, settings: dict) -> tuple[bool, dict[str, tuple]]:
+    """(complete, changed) of a video: complete when its done-file exists, was written with the same
+    prediction settings and all its files are there; changed: ``changed_settings`` against the done-file's
+    (empty when there is none). An unreadable done-file counts as absent: the video is redone."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return record.get("settings") == settings and record.get("files") == count_files(benchmark, out_dir, video_id)
+        record = json.loads(done_path(out_dir, video_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False, {}
+    recorded = record.get("settings") if isinstance(record, dict) else None
+    if not isinstance(recorded, dict):
+        return False, {}
+    changed = changed_settings(recorded, settings)
+    return not changed and record.get("files") == count_files(benchmark, out_dir, video_id), changed
 
 
 def mark_done(out_dir: Path, video_id: str, settings: dict, files: int, seconds: float) -> None:
     """Write the done-file (atomically): the last step of a video."""
     path = done_path(out_dir, video_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    tmp.write_text(json.dumps({"video": video_id, "settings": settings, "files": files,
-                               "seconds": round(seconds, 3)}), encoding="utf-8")
-    os.replace(tmp, path)
+    record = {"video": video_id, "settings": settings, "files": files, "seconds": round(seconds, 3)}
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(record), encoding="utf-8")
 
 
 # -- submission zip --------------------------------------------------------------------------------------
@@ -173,15 +185,9 @@ def write_zip(out_dir: Path, benchmark: str, video_ids: list[str], name: str = "
                              f"{missing[0]}); with several machines, --out must be on a filesystem they share")
     root = out_dir / PREDICTIONS
     prefix = f"{PREDICTIONS}/" if benchmark == "ytvos" else ""
-    path = out_dir / name
-    tmp = path.with_name(f".{name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            for video_id in sorted(video_ids):
-                for file in sorted((root / video_id).rglob("*.png")):
-                    if not file.name.startswith("."):
-                        archive.write(file, prefix + file.relative_to(root).as_posix())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with atomic_write(out_dir / name) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for video_id in sorted(video_ids):
+            for file in sorted((root / video_id).rglob("*.png")):
+                if not file.name.startswith("."):
+                    archive.write(file, prefix + file.relative_to(root).as_posix())
+    return out_dir / name

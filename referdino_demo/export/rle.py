@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 
-from referdino_demo.export._atomic import atomic_write
+from referdino_demo.output_files import atomic_write
 from referdino_demo.render.chunks import DEFAULT_CHUNK, iter_mask_chunks
 from referdino_demo.results import VideoSegmentation
 

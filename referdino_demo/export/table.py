@@ -11,7 +11,7 @@ import csv
 import os
 from pathlib import Path
 
-from referdino_demo.export._atomic import atomic_write
+from referdino_demo.output_files import atomic_write
 from referdino_demo.render.chunks import DEFAULT_CHUNK, iter_frame_stats
 from referdino_demo.results import VideoSegmentation
 

@@ -57,11 +57,13 @@ class ReferDinoModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, source="tiny-random", filename: str | None = None,
-                        config: ReferDinoConfig | None = None, sha256: str | None = None) -> "ReferDinoModel":
-        """See `referdino_demo.checkpoints.loading.from_pretrained`."""
+                        config: ReferDinoConfig | None = None, sha256: str | None = None,
+                        strict: bool = True) -> "ReferDinoModel":
+        """See `referdino_demo.checkpoints.loading.from_pretrained`: strict by default; `strict=False` loads the
+        keys that fit and records what did not in `model.load_report` (a `LoadReport`)."""
         from ..checkpoints.loading import from_pretrained
 
-        return from_pretrained(source, filename, config, sha256)
+        return from_pretrained(source, filename, config, sha256, strict=strict)
 
     def save_pretrained(self, directory) -> None:
         """Write `config.json` and `model.safetensors` into `directory`."""

@@ -9,6 +9,7 @@ from referdino_demo.render._pixels import check_frame
 from referdino_demo.render.text import drawable_text, load_font
 
 UNTRAINED_TEXT = "UNTRAINED WEIGHTS - results are random"
+PARTIAL_TEXT = "PARTIAL CHECKPOINT (strict=False) - not the trained model"
 
 
 class BannerRenderer:

@@ -26,11 +26,6 @@ def check_lengths(segmentation: VideoSegmentation) -> None:
                                  f"segmentation has {total} processed frames (frame_indices)")
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Elementwise sigmoid in float32, without the overflow warnings of ``1 / (1 + exp(-x))``."""
-    return (0.5 * (1.0 + np.tanh(0.5 * np.asarray(logits, np.float32)))).astype(np.float32)
-
-
 def iter_mask_chunks(segmentation: VideoSegmentation, threshold: float = 0.5, multi_target: float | None = None,
                      chunk: int = DEFAULT_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(start, masks)`` with masks ``(E, t, H, W)`` bool for frames ``start .. start + t - 1``.
@@ -54,12 +49,6 @@ def iter_logit_chunks(result: ExpressionResult, multi_target: float | None = Non
     queries = None if multi_target is None else result.queries_above(multi_target)
     for start in range(0, result.num_frames, chunk):
         yield start, result.upsampled_logits(slice(start, start + chunk), queries).max(0)
-
-
-def iter_probability_chunks(result: ExpressionResult, chunk: int = DEFAULT_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(start, probabilities)``: ``(t, H, W)`` float32 in [0, 1] of the shown query."""
-    for start, logits in iter_logit_chunks(result, None, chunk):
-        yield start, sigmoid(logits)
 
 
 def iter_frame_stats(segmentation: VideoSegmentation, threshold: float = 0.5, multi_target: float | None = None,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 
+from referdino_demo.errors import ConfigError
+from referdino_demo.postprocess import above_threshold, probabilities
 from referdino_demo.render._pixels import check_frame, mask_edge
 
 
@@ -32,25 +34,26 @@ class HeatmapRenderer:
         # (256, 3) lookup table: indexing is much faster than calling the colormap per pixel
         self._lut = (matplotlib.colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.float32)
 
-    def render_frame(self, frame: np.ndarray, probability: np.ndarray, threshold: float = 0.5,
+    def render_frame(self, frame: np.ndarray, logits: np.ndarray, threshold: float = 0.5,
                      color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
-        """Blend ``probability`` over ``frame``; returns a new ``(H, W, 3)`` uint8 RGB frame.
+        """Blend the probability ``sigmoid(logits)`` over ``frame``; returns a new ``(H, W, 3)`` uint8 RGB frame.
 
         Args:
             frame: ``(H, W, 3)`` uint8 RGB, left unchanged.
-            probability: ``(H, W)`` float in [0, 1] (values outside are clipped).
+            logits: ``(H, W)`` mask logits at the frame size; the contour is the mask's own boundary
+                (``postprocess.above_threshold``, as every mask), not a second rule on probabilities.
             threshold: the mask threshold whose contour is drawn, in [0, 1].
             color: RGB contour colour (the expression's palette colour).
         """
         frame = check_frame(frame)
-        prob = np.clip(np.asarray(probability, np.float32), 0.0, 1.0)
-        if prob.shape != frame.shape[:2]:
-            raise ValueError(f"probability must be (H, W) = {frame.shape[:2]} like the frame, got {prob.shape}")
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        logits = np.asarray(logits, np.float32)
+        if logits.shape != frame.shape[:2]:
+            raise ConfigError(f"logits must be (H, W) = {frame.shape[:2]} like the frame, got {logits.shape}")
+        inside = above_threshold(logits, threshold)
+        prob = probabilities(logits)
         heat = self._lut[np.round(prob * 255).astype(np.uint8)]  # (H, W, 3)
         alpha = (self.opacity * prob)[..., None]
         out = np.round(frame * (1.0 - alpha) + heat * alpha).astype(np.uint8)
         if self.contour and self.contour_thickness > 0:
-            out[mask_edge(prob > threshold, self.contour_thickness)] = color
+            out[mask_edge(inside, self.contour_thickness)] = color
         return out

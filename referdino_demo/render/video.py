@@ -18,8 +18,8 @@ import numpy as np
 from referdino_demo.errors import ReferDinoError
 from referdino_demo.io.video_writer import VideoWriter
 from referdino_demo.render._pixels import check_frame
-from referdino_demo.render.banner import BannerRenderer
-from referdino_demo.render.chunks import DEFAULT_CHUNK, iter_mask_chunks, iter_probability_chunks, sigmoid
+from referdino_demo.render.banner import PARTIAL_TEXT, UNTRAINED_TEXT, BannerRenderer
+from referdino_demo.render.chunks import DEFAULT_CHUNK, iter_logit_chunks, iter_mask_chunks
 from referdino_demo.render.heatmap import HeatmapRenderer
 from referdino_demo.render.overlay import OverlayRenderer
 from referdino_demo.render.palette import color_for
@@ -67,11 +67,11 @@ def render_heatmap_video(segmentation: VideoSegmentation, frames: Iterable[np.nd
     renderer = HeatmapRenderer(colormap=colormap, opacity=opacity, contour=contour)
     banner = _banner(segmentation, untrained_banner)
 
-    def draw(frame: np.ndarray, _: int, probability: np.ndarray) -> np.ndarray:
-        out = renderer.render_frame(frame, probability, threshold, color_for(index))
+    def draw(frame: np.ndarray, _: int, logits: np.ndarray) -> np.ndarray:
+        out = renderer.render_frame(frame, logits, threshold, color_for(index))
         return out if banner is None else banner.render_frame(out)
 
-    return _write(segmentation, frames, path, iter_probability_chunks(result, chunk), draw)
+    return _write(segmentation, frames, path, iter_logit_chunks(result, None, chunk), draw)
 
 
 def render_frame(segmentation: VideoSegmentation, frame: np.ndarray, index: int, threshold: float = 0.5, *,
@@ -95,8 +95,8 @@ def render_heatmap_frame(segmentation: VideoSegmentation, frame: np.ndarray, ind
     _check_index(segmentation, index)
     position, result = _expression(segmentation, expression)
     renderer = HeatmapRenderer(colormap=colormap, opacity=opacity, contour=contour)
-    probability = sigmoid(result.upsampled_logits([index])[0, 0])  # as iter_probability_chunks computes it
-    out = renderer.render_frame(_checked(segmentation, frame, index), probability, threshold, color_for(position))
+    logits = result.upsampled_logits([index])[0, 0]
+    out = renderer.render_frame(_checked(segmentation, frame, index), logits, threshold, color_for(position))
     banner = _banner(segmentation, untrained_banner)
     return out if banner is None else banner.render_frame(out)
 
@@ -146,8 +146,12 @@ def _scores_and_boxes(segmentation: VideoSegmentation) -> tuple[np.ndarray, np.n
 
 def _banner(segmentation: VideoSegmentation, untrained_banner: bool | None) -> BannerRenderer | None:
     if untrained_banner is None:
-        untrained_banner = segmentation.untrained or any(result.untrained for result in segmentation)
-    return BannerRenderer() if untrained_banner else None
+        untrained_banner = (segmentation.untrained or bool(segmentation.partial_load)
+                            or any(result.untrained for result in segmentation))
+    if not untrained_banner:
+        return None
+    partial = segmentation.partial_load and not segmentation.untrained
+    return BannerRenderer(PARTIAL_TEXT if partial else UNTRAINED_TEXT)
 
 
 def _expression(segmentation: VideoSegmentation, expression: int | str) -> tuple[int, ExpressionResult]:

@@ -167,11 +167,16 @@ def test_overlay_rejects_mismatched_inputs():
 
 
 # -- heatmap ---------------------------------------------------------------------------------------------
+def logit(probability: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(probability) - np.log1p(-probability)
+
+
 def test_heatmap_alpha_is_opacity_times_probability():
     probability = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (8, 1))  # grows along x
     renderer = HeatmapRenderer(opacity=0.6, contour=False)
-    black = renderer.render_frame(np.zeros((8, 64, 3), np.uint8), probability, 0.5)
-    white = renderer.render_frame(np.full((8, 64, 3), 255, np.uint8), probability, 0.5)
+    black = renderer.render_frame(np.zeros((8, 64, 3), np.uint8), logit(probability), 0.5)
+    white = renderer.render_frame(np.full((8, 64, 3), 255, np.uint8), logit(probability), 0.5)
     # out = frame * (1 - a) + heat * a, so white - black = 255 * (1 - a), whatever the colormap
     alpha = 1 - (white.astype(float) - black).mean((0, 2)) / 255
     np.testing.assert_allclose(alpha, 0.6 * probability[0], atol=2 / 255)
@@ -185,7 +190,7 @@ def test_heatmap_contour_is_drawn_at_the_threshold_boundary():
     frame = np.full((61, 61, 3), 50, np.uint8)
     renderer = HeatmapRenderer(opacity=0.0, contour=True, contour_thickness=2)  # contour only
     for threshold, cut in ((0.5, 10), (0.25, 15)):
-        out = renderer.render_frame(frame, probability, threshold, color_for(2))
+        out = renderer.render_frame(frame, logit(probability), threshold, color_for(2))
         changed = (out != frame).any(-1)
         assert (out[changed] == PALETTE[2]).all()
         assert (radius[changed] < cut).all() and (radius[changed] > cut - 2 * np.sqrt(2) - 1e-6).all()

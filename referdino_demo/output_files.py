@@ -1,4 +1,5 @@
-"""Atomic file writes: write beside the destination under a hidden name, rename on success."""
+"""Writing output files safely: atomic writes (beside the destination under a hidden name, renamed on success), an
+output folder checked before a long job, and operating-system errors while writing as one `OutputError`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import OutputError
+from .errors import OutputError
 
 
 @contextmanager
