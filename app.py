@@ -6,7 +6,7 @@
 
 Environment: REFERDINO_CHECKPOINT (default checkpoint), REFERDINO_RANDOM_WEIGHTS=1, REFERDINO_MAX_FRAMES,
 REFERDINO_MAX_DURATION_S, REFERDINO_MAX_UPLOAD_MB, REFERDINO_MAX_PIXELS, REFERDINO_MEMORY_BUDGET_MB (0: none),
-REFERDINO_CONCURRENCY, REFERDINO_QUEUE_SIZE, REFERDINO_DEVICE, REFERDINO_VOCAB; Gradio's
+REFERDINO_CONCURRENCY, REFERDINO_QUEUE_SIZE, REFERDINO_DEVICE, REFERDINO_VOCAB, REFERDINO_NON_STRICT=1; Gradio's
 own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT apply when --host / --port are not given. Importing this file loads no
 model and starts no server.
 """
@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default=env("REFERDINO_DEVICE"), help="cuda, mps or cpu (default: the best)")
     parser.add_argument("--vocab", default=env("REFERDINO_VOCAB"),
                         help="local bert-base-uncased vocab.txt for offline use (default: the Hugging Face cache)")
+    parser.add_argument("--non-strict", action="store_true", default=environment_flag("REFERDINO_NON_STRICT"),
+                        help="load checkpoints with keys that do not fit (the rest keeps random values; results are "
+                             "marked partial)")
     return parser.parse_args(argv)
 
 
@@ -77,7 +80,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     config = make_config(args)
-    registry = PredictorRegistry(device=args.device, vocab=args.vocab)
+    registry = PredictorRegistry(device=args.device, vocab=args.vocab, strict=not args.non_strict)
     if spaces is not None and os.environ.get("SPACES_ZERO_GPU"):
         try:  # ZeroGPU wants the weights loaded (and moved to "cuda") in the main process, before serving
             registry.get(config.default_checkpoint)
@@ -85,9 +88,12 @@ def main(argv=None) -> None:
             print(f"app: {err}", file=sys.stderr)
     demo = build_demo(config, registry)
     # Segment runs at most `concurrency` at a time (its own limit); redrawing is cheaper and may overlap.
+    # allowed_paths: an example click returns a clip of examples/, which Gradio copies into its cache only from an
+    # allowed folder (the working folder is one, but `python /elsewhere/app.py` runs from another); inputs must still
+    # be uploads.
     demo.queue(default_concurrency_limit=max(2, config.concurrency), max_size=args.queue_size).launch(
         server_name=args.host, server_port=args.port, share=args.share, max_file_size=config.max_upload_bytes,
-        footer_links=["api", "gradio", "settings"])
+        footer_links=["api", "gradio", "settings"], allowed_paths=[str(config.examples_dir)])
 
 
 if __name__ == "__main__":

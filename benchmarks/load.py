@@ -4,7 +4,8 @@ Launches the app in this process (as `app.py` does: the model event limited to `
 workspace inside Gradio's upload folder), then for each user count starts that many `gradio_client` users at once,
 each sending `--requests` /segment calls in a row with its own expression. Prints per user count: request latency
 p50/p95, throughput, the process's peak resident memory (server and clients together), the most model runs seen at
-once, and the files left in Gradio's folder once every user has left (should be 0). Defaults: the tiny random model
+once, and the result files left in Gradio's folder once every user has left (should be 0; uploads are shared by
+content between users and left to Gradio's cache expiry, so they are counted apart). Defaults: the tiny random model
 on the CPU, a 12-frame 180x320 clip at model short side 160.
 """
 
@@ -91,8 +92,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def files_in(folder: Path) -> int:
-    return sum(len(files) for _, _, files in os.walk(folder))  # os.walk skips folders removed meanwhile
+def files_in(folder: Path, uploads: set[str] = frozenset()) -> int:
+    """Files under `folder` that are not in `uploads` (os.walk skips folders removed meanwhile)."""
+    return sum(str(Path(root) / name) not in uploads for root, _, files in os.walk(folder) for name in files)
 
 
 def main(argv=None) -> None:
@@ -142,7 +144,7 @@ def main(argv=None) -> None:
           f"{os.cpu_count()} CPUs")
     one_user(-1, 1, threading.Barrier(1))  # warm-up, not measured
     print(f"{'users':>5} {'requests':>8} {'p50 s':>7} {'p95 s':>7} {'req/s':>7} {'peak RSS MiB':>12} "
-          f"{'runs at once':>12} {'files left':>10}")
+          f"{'runs at once':>12} {'results left':>12} {'uploads kept':>12}")
     sampler = RssSampler()
     for users in (int(u) for u in args.users.split(",")):
         counter.reset()
@@ -155,10 +157,12 @@ def main(argv=None) -> None:
         wall = time.perf_counter() - started
         peak = sampler.stop()
         deadline = time.monotonic() + 20  # every user has left: their sessions' files should go
-        while files_in(gradio_dir) and time.monotonic() < deadline:
+        uploads = set(demo.upload_file_set)
+        while files_in(gradio_dir, uploads) and time.monotonic() < deadline:
             time.sleep(0.1)
         print(f"{users:5d} {len(latencies):8d} {statistics.median(latencies):7.2f} {percentile(latencies, 0.95):7.2f} "
-              f"{len(latencies) / wall:7.2f} {peak:12.0f} {counter.peak:12d} {files_in(gradio_dir):10d}")
+              f"{len(latencies) / wall:7.2f} {peak:12.0f} {counter.peak:12d} {files_in(gradio_dir, uploads):12d} "
+              f"{len(uploads):12d}")
     print(f"process peak RSS over the whole run: {peak_rss_mb():.0f} MiB")
     demo.close()
     shutil.rmtree(work, ignore_errors=True)

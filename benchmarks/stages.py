@@ -6,6 +6,7 @@ Prints one JSON line: seconds per stage, frames/second end to end, and peak RSS.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 import numpy as np
@@ -15,13 +16,23 @@ from referdino_demo.io.video_reader import read_video
 from referdino_demo.io.video_writer import write_video
 from referdino_demo.model.deformable import set_deformable_sampler
 from referdino_demo.model.fusion import set_fusion_attention
-from referdino_demo.model.outputs import FrameQueries
-from referdino_demo.model.tracker import QueryTracker
+from referdino_demo.model.schedule import STAGES, StageHooks, run_schedule
 from referdino_demo.postprocess import frame_scores, select_query
 from referdino_demo.preprocess.frames import preprocess_frames
 from referdino_demo.results import ExpressionResult
 
 from .common import SHORT_SIDE, build, clip, peak_rss_mb, text, timer
+
+
+class _Timing(StageHooks):
+    """Adds each stage's seconds to `seconds[name]` (stage names as `STAGES`)."""
+
+    def __init__(self, seconds: dict[str, float], device: str):
+        super().__init__()
+        self.seconds, self.device = seconds, device
+
+    def stage(self, name: str):
+        return timer(self.seconds, name, self.device)
 
 
 @torch.inference_mode()
@@ -31,44 +42,19 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
     model = set_fusion_attention(set_deformable_sampler(build(config, device), sampler), fusion)
     raw = clip(frames)
     t: dict[str, float] = {}
-    autocast = torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
-    with autocast:
-        for repeat in range(repeats + 1):  # the first pass warms up (lazy inits, allocator) and is discarded
-            if repeat == 1:
-                t.clear()
-            with timer(t, "preprocess"):
-                pixels = preprocess_frames(raw, SHORT_SIDE[config]).to(device)
-            with timer(t, "text", device):
-                features = model.encode_text(text())
-            tracker, tracked, mask_features = QueryTracker(model.config.tracking_alpha), [], []
-            for start in range(0, frames, chunk_size):
-                chunk = pixels[start:start + chunk_size]
-                with timer(t, "backbone", device):
-                    visual = model.backbone(chunk)
-                inputs = features.inputs
-                with timer(t, "encoder", device):
-                    encoder = model.encoder(visual, features.features, features.mask, inputs.self_attention_mask,
-                                            inputs.position_ids)
-                mask = features.mask.expand(chunk.shape[0], -1)
-                with timer(t, "decoder", device):
-                    queries, boxes, ids = model.query_selection(encoder, mask)
-                    detected = model.decoder(queries, boxes, ids, encoder, mask, query_decay=query_decay)
-                with timer(t, "tracker", device):
-                    tracked.append(tracker(detected, features.mask)[0])
-                with timer(t, "pixel_decoder", device):
-                    mask_features.append(model.mask_features(encoder, visual.stage1))
-            video = FrameQueries(*(torch.cat([getattr(c, f) for c in tracked]) for f in
-                                   ("hs", "reference", "text", "token_ids")))
-            with timer(t, "temporal_decoder", device):
-                hs, logits, boxes = model.refine(video, features.mask)
-            masks, start = [], 0
-            with timer(t, "mask_decoder", device):
-                for feats in mask_features:
-                    end = start + feats.shape[0]
-                    masks.append(model.decode_masks(hs[start:end], video.reference[start:end],
-                                                    video.text[start:end], features.mask, feats))
-                    start = end
-    logits, boxes, masks = logits.float(), boxes.float(), torch.cat(masks).float()
+    autocast = functools.partial(torch.autocast, torch.device(device).type, dtype=dtype,
+                                 enabled=dtype != torch.float32)
+    for repeat in range(repeats + 1):  # the first pass warms up (lazy inits, allocator) and is discarded
+        if repeat == 1:
+            t.clear()
+        with timer(t, "preprocess"):
+            pixels = preprocess_frames(raw, SHORT_SIDE[config]).to(device)
+        with timer(t, "text", device), autocast():
+            features = model.encode_text(text())
+        hooks = _Timing(t, device)
+        video, = run_schedule(model, lambda: (pixels[s:s + chunk_size] for s in range(0, frames, chunk_size)),
+                              [features], query_decay=query_decay, autocast=autocast, hooks=hooks)
+    logits, boxes, masks = video.logits.float(), video.boxes.float(), hooks.masks(0).float()
     with timer(t, "postprocess"):
         scores = frame_scores(logits)
         query = select_query(scores)
@@ -91,11 +77,11 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
             path = write_video(Path(tmp) / "out.mp4", np.stack(rendered), fps=12)
         with timer(t, "video_decode"):
             read_video(path)
-    model_stages = ("text", "backbone", "encoder", "decoder", "tracker", "pixel_decoder", "temporal_decoder",
-                    "mask_decoder")
+    model_stages = ("text", *STAGES)
     per_repeat = {k: v / repeats for k, v in t.items()}
     model_seconds = sum(per_repeat[k] for k in model_stages)
-    return {"config": config, "frames": frames, "query_decay": query_decay, "device": device, "sampler": sampler, "fusion": fusion,
+    return {"config": config, "frames": frames, "query_decay": query_decay, "device": device, "sampler": sampler,
+            "fusion": fusion,
             "dtype": str(dtype).removeprefix("torch."), "seconds": per_repeat, "model_seconds": model_seconds,
             "model_fps": frames / model_seconds, "peak_rss_mb": peak_rss_mb(),
             "final_queries": int(logits.shape[1])}

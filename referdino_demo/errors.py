@@ -17,6 +17,13 @@ class ExpressionError(ReferDinoError):
     """An expression list or expression is unusable (empty, only whitespace, too many)."""
 
 
+class UnknownExpressionError(ReferDinoError, KeyError):
+    """A result was asked for an expression that was not segmented (also a KeyError, as for a dict)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class InputLimitError(ReferDinoError):
     """An input is over a configured limit (resolution, duration, file size, frame count)."""
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .errors import ConfigError
+
 SCENES = {
     "red_ball": ("the red ball moving to the left", "the blue square"),
     "crossing": ("the yellow car driving right", "the green truck driving left"),
@@ -26,7 +28,7 @@ def _background(height: int, width: int, t: int) -> Image.Image:
 def synthetic_clip(scene: str = "red_ball", num_frames: int = 24, size: tuple[int, int] = (180, 320)) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB frames of a scene from `SCENES`; deterministic."""
     if scene not in SCENES:
-        raise ValueError(f"unknown scene {scene!r}; choose from {sorted(SCENES)}")
+        raise ConfigError(f"unknown scene {scene!r}; choose from {sorted(SCENES)}")
     height, width = size
     frames = []
     for t in range(num_frames):

@@ -17,7 +17,7 @@ from .model import ReferDinoModel
 from .model.backbone import VisualFeatures
 from .model.modeling import TextFeatures
 from .model.outputs import FrameQueries
-from .model.tracker import QueryTracker
+from .model.schedule import ChunkStages, StageHooks, run_schedule
 from .postprocess import frame_scores, select_query
 from .preprocess.frames import DEFAULT_SHORT_SIDE, preprocess_frames
 from .preprocess.text import caption_for, tokenize
@@ -54,20 +54,28 @@ class ClipStages:
         return select_query(frame_scores(self.logits))
 
 
+class _KeepChunk(StageHooks):
+    """Keeps step 1's outputs of the (single) chunk, besides the mask logits."""
+
+    chunk: ChunkStages
+
+    def chunk_detected(self, expression: int, chunk: ChunkStages) -> None:
+        self.chunk = chunk
+
+
 @torch.inference_mode()
 def run_stages(predictor, frames: np.ndarray, expression: str, *, short_side: int = DEFAULT_SHORT_SIDE,
                query_decay: float | None = None) -> ClipStages:
-    """Run every stage of `predictor.model` on frames (T, H, W, 3) uint8 RGB for one expression."""
+    """Run every stage of `predictor.model` (`run_schedule`, one chunk) on frames (T, H, W, 3) uint8 RGB for one
+    expression."""
     model: ReferDinoModel = predictor.model
     pixels = preprocess_frames(np.asarray(frames), short_side).to(predictor.device)
     text = model.encode_text(tokenize(caption_for(expression), predictor.tokenizer, model.config.max_text_len))
-    visual = model.backbone(pixels)
-    detected, encoder = model.detect(visual, text, query_decay=query_decay)
-    tracked, perms = QueryTracker(model.config.tracking_alpha)(detected, text.mask)
-    queries, logits, boxes = model.refine(tracked, text.mask)
-    features = model.mask_features(encoder, visual.stage1)
-    mask_logits = model.decode_masks(queries, tracked.reference, tracked.text, text.mask, features)
-    return ClipStages(visual, text, detected, tracked, perms, queries, logits, boxes, features, mask_logits)
+    hooks = _KeepChunk()
+    video, = run_schedule(model, lambda: iter([pixels]), [text], query_decay=query_decay, hooks=hooks)
+    chunk = hooks.chunk
+    return ClipStages(chunk.visual, text, chunk.detected, video.tracked, chunk.perm, video.queries, video.logits,
+                      video.boxes, chunk.features, hooks.masks(0))
 
 
 @torch.inference_mode()

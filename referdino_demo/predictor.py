@@ -6,7 +6,8 @@ frames are decoded, encoded and decoded to masks in chunks, and only compact per
 whole video (the final queries, their boxes and the fused text), which is all the tracker and the temporal
 decoder need to see every frame as the official model does. The stride-4 mask features are kept while they
 fit `feature_budget_mb` (by default a share of the memory free when the job starts), otherwise recomputed in a
-second pass, which runs the backbone and encoder again; both give the same masks.
+second pass, which runs the backbone and encoder again; both give the same masks. The model work is
+`model.schedule.run_schedule`; the predictor feeds it frames, budgets its memory and collects the results.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import functools
 import gc
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +28,10 @@ from .errors import ConfigError, InputLimitError, MemoryBudgetError, ReferDinoEr
 from .io.clip import REENCODE
 from .io.video_reader import VideoFrames, VideoInfo, iter_video
 from .model import ReferDinoModel
-from .model.modeling import TextFeatures
-from .model.outputs import FrameQueries
-from .model.tracker import QueryTracker
+from .model.backbone import feature_map_sizes
+from .model.schedule import StageHooks, VideoQueries, run_schedule
 from .options import check_option, check_options
 from .postprocess import choose_candidates, frame_scores
-from .model.backbone import feature_map_sizes
 from .preprocess.frames import (DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, check_input_size, preprocess_frames,
                                 resized_size)
 from .preprocess.text import (MAX_EXPRESSION_CHARS, caption_for, load_tokenizer, quoted, synthetic_tokenizer, tokenize,
@@ -171,21 +170,6 @@ def _out_of_memory_explained(segment):
     return wrapper
 
 
-@dataclass
-class _Track:
-    """Per-expression state carried over the whole video: the compact per-frame queries, tracked."""
-
-    expression: str
-    text: TextFeatures
-    truncated: bool
-    tracker: QueryTracker
-    chunks: list[FrameQueries]
-
-    def video(self) -> FrameQueries:
-        return FrameQueries(*(torch.cat([getattr(c, f) for c in self.chunks]) for f in
-                              ("hs", "reference", "text", "token_ids")))
-
-
 class ReferDinoPredictor:
     def __init__(self, model: ReferDinoModel, tokenizer, *, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, checkpoint: str = ""):
@@ -280,74 +264,32 @@ class ReferDinoPredictor:
                 feature_budget_mb = 0.0  # keeping the features would break the budget: compute them twice
             self.check_memory_budget(frames.info, len(expressions), memory_budget_mb,
                                      feature_budget_mb=feature_budget_mb, **settings)
-        report = progress or (lambda fraction, message: None)
-        tracks = []
-        for expression, text in zip(expressions, texts):
-            cut = text.truncated or len(expression) >= MAX_EXPRESSION_CHARS
-            tracks.append(_Track(expression, self.model.encode_text(text), cut,
-                                 QueryTracker(self.model.config.tracking_alpha), []))
+        truncated = [text.truncated or len(e) >= MAX_EXPRESSION_CHARS for e, text in zip(expressions, texts)]
         total = len(frames)
-        keep_features = self._feature_mb(frames, short_side) * len(tracks) * total <= feature_budget_mb
-
-        # Pass 1: per chunk, the backbone once, then each expression's encoder, decoder and tracker.
-        kept, decoded = [], []
-        for positions, pixels in self._pixel_chunks(frames, short_side, chunk_size):
-            features = self._detect(pixels, tracks, query_decay, keep_features)
-            if keep_features:
-                kept.append(features)
-            decoded += positions
-            report(0.7 * len(decoded) / total, f"encoded {len(decoded)}/{total} frames")
+        keep_features = self._feature_mb(frames, short_side) * len(texts) * total <= feature_budget_mb
+        source = _PixelSource(frames, short_side, chunk_size, self.device)
+        hooks = _SegmentHooks(progress, total, num_candidates, multi_target)
+        videos = run_schedule(self.model, source, [self.model.encode_text(text) for text in texts],
+                              query_decay=query_decay, keep_features=keep_features, autocast=self._autocast,
+                              hooks=hooks)
         notes = [frames.info.summary()] if frames.info.subsampled else []
         notes += [self.partial_load] if self.partial_load else []
-        if len(decoded) < total:  # corrupt packets: the result has the frames that were really decoded
-            if not decoded:
-                raise VideoReadError(f"none of the {total} selected frames of {Path(frames.info.source).name} could "
-                                     f"be decoded; it is corrupt. Re-encode it: {REENCODE}")
-            notes.append(f"{total - len(decoded)} of {total} frames could not be decoded (corrupt data) and were "
-                         "left out")
-            frames, total = frames.subset(decoded), len(decoded)
-
-        # The temporal decoder sees the whole video; then choose which queries keep their masks.
-        refined = []
-        for track in tracks:
-            video_queries = track.video()
-            with self._autocast():
-                queries, logits, boxes = self.model.refine(video_queries, track.text.mask)
-            scores = frame_scores(logits)
-            chosen = choose_candidates(scores, num_candidates, multi_target)
-            refined.append((video_queries, queries, scores, boxes.float(), chosen))
-
-        # Pass 2: mask logits per chunk, from kept features or features recomputed from the frames.
-        if keep_features:
-            feature_chunks = iter(kept)
-        else:
-            feature_chunks = (self._recompute_features(pixels, tracks)
-                                                for _, pixels in self._pixel_chunks(frames, short_side, chunk_size))
-        logits_per_track: list[list[np.ndarray]] = [[] for _ in tracks]
-        start = 0
-        for features in feature_chunks:
-            end = start + features[0].shape[0]
-            for index, track in enumerate(tracks):
-                video_queries, queries, _, _, chosen = refined[index]
-                with self._autocast():
-                    masks = self.model.decode_masks(queries[start:end], video_queries.reference[start:end],
-                                                    video_queries.text[start:end], track.text.mask, features[index])
-                logits_per_track[index].append(masks[:, chosen].transpose(0, 1).float().cpu().numpy().astype(np.float16))
-            start = end
-            report(0.7 + 0.3 * end / total, f"decoded masks of {end}/{total} frames")
+        if len(source.decoded) < total:  # corrupt packets: the result has the frames that were really decoded
+            notes.append(f"{total - len(source.decoded)} of {total} frames could not be decoded (corrupt data) and "
+                         "were left out")
+        frames = source.frames
 
         info = frames.info
         results = {}
-        for index, track in enumerate(tracks):
-            _, _, scores, boxes, chosen = refined[index]
-            results[track.expression] = ExpressionResult(
-                expression=track.expression, frame_size=(info.height, info.width),
-                scores=scores.cpu().numpy(), boxes=boxes.cpu().numpy(),
-                candidates=np.asarray(chosen, dtype=np.int64),
-                candidate_logits=np.concatenate(logits_per_track[index], axis=1),
-                truncated=track.truncated, untrained=self.untrained)
+        for index, (expression, refined) in enumerate(zip(expressions, videos)):
+            results[expression] = ExpressionResult(
+                expression=expression, frame_size=(info.height, info.width),
+                scores=hooks.scores[index].cpu().numpy(), boxes=refined.boxes.float().cpu().numpy(),
+                candidates=np.asarray(hooks.chosen[index], dtype=np.int64),
+                candidate_logits=np.concatenate(hooks.logits[index], axis=1), truncated=truncated[index],
+                untrained=self.untrained)
         notes += [f"expression cut to {self.model.config.max_text_len} tokens or {MAX_EXPRESSION_CHARS} characters: "
-                  f"{quoted(t.expression)}" for t in tracks if t.truncated]
+                  f"{quoted(expression)}" for expression, cut in zip(expressions, truncated) if cut]
         return VideoSegmentation(
             results=results, frame_size=(info.height, info.width), fps=info.fps,
             frame_indices=np.asarray(frames.source_indices),
@@ -431,39 +373,71 @@ class ReferDinoPredictor:
         enabled = self.dtype != torch.float32
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
 
-    def _pixel_chunks(self, frames: VideoFrames, short_side: int, chunk_size: int):
-        """Yield (positions of the chunk's frames in the clip, normalised pixels (t, 3, h, w) on the device)."""
-        positions, buffer = [], []
-        for position, _, frame in frames:
-            positions.append(position)
-            buffer.append(frame)
-            if len(buffer) == chunk_size:
-                yield positions, preprocess_frames(np.stack(buffer), short_side).to(self.device)
-                positions, buffer = [], []
-        if buffer:
-            yield positions, preprocess_frames(np.stack(buffer), short_side).to(self.device)
-
-    def _detect(self, pixels: torch.Tensor, tracks: list[_Track], query_decay: float | None,
-                mask_features: bool) -> list[torch.Tensor]:
-        """Backbone once, then each expression's detection and tracking; optionally its mask features."""
-        features = []
-        with self._autocast():
-            visual = self.model.backbone(pixels)
-            for item in tracks:
-                detected, encoder = self.model.detect(visual, item.text, query_decay=query_decay)
-                tracked, _ = item.tracker(detected, item.text.mask)
-                item.chunks.append(tracked)
-                if mask_features:
-                    features.append(self.model.mask_features(encoder, visual.stage1))
-        return features
-
-    def _recompute_features(self, pixels: torch.Tensor, tracks: list[_Track]) -> list[torch.Tensor]:
-        """Mask features again for the second pass: backbone and encoder only (no decoder needed)."""
-        with self._autocast():
-            visual = self.model.backbone(pixels)
-            return [self.model.mask_features(self.model.encode(visual, item.text), visual.stage1) for item in tracks]
-
     def _feature_mb(self, frames: "VideoFrames | _Sized", short_side: int) -> float:
         """Megabytes of stride-4 mask features per frame and expression."""
         h, w = resized_size(frames.info.height, frames.info.width, short_side)
         return self.model.config.d_model * -(-h // 4) * -(-w // 4) * 4 / 2**20
+
+
+class _PixelSource:
+    """The clip's frames as `run_schedule` reads them: normalised pixel chunks (t, 3, h, w) on the device.
+
+    The first read records the positions the decoder delivered (`decoded`): corrupt packets can lose frames that the
+    scan counted (none at all is a `VideoReadError`); from then on `frames` is only the delivered ones, for a second
+    read (recomputed mask features) and for the result.
+    """
+
+    def __init__(self, frames: VideoFrames, short_side: int, chunk_size: int, device: torch.device):
+        self.frames, self.short_side, self.chunk_size, self.device = frames, short_side, chunk_size, device
+        self.decoded: list[int] | None = None
+
+    def __call__(self) -> Iterator[torch.Tensor]:
+        decoded, buffer = [], []
+        for position, _, frame in self.frames:
+            decoded.append(position)
+            buffer.append(frame)
+            if len(buffer) == self.chunk_size:
+                yield self._pixels(buffer)
+                buffer = []
+        if buffer:
+            yield self._pixels(buffer)
+        if self.decoded is None:
+            if not decoded:
+                raise VideoReadError(f"none of the {len(self.frames)} selected frames of "
+                                     f"{Path(self.frames.info.source).name} could be decoded; it is corrupt. "
+                                     f"Re-encode it: {REENCODE}")
+            if len(decoded) < len(self.frames):
+                self.frames = self.frames.subset(decoded)
+            self.decoded = decoded
+
+    def _pixels(self, frames: list[np.ndarray]) -> torch.Tensor:
+        return preprocess_frames(np.stack(frames), self.short_side).to(self.device)
+
+
+class _SegmentHooks(StageHooks):
+    """One `segment` call's view of the schedule: progress (70% for step 1, 30% for the masks), the official
+    scores and candidate choice of each expression, and only the candidates' mask logits, as float16 on the CPU."""
+
+    def __init__(self, progress: Progress | None, total: int, num_candidates: int, multi_target: float | None):
+        super().__init__()
+        self.report = progress or (lambda fraction, message: None)
+        self.total, self.detected = total, 0
+        self.num_candidates, self.multi_target = num_candidates, multi_target
+        self.scores: dict[int, torch.Tensor] = {}  # (T, Q) per expression
+        self.chosen: dict[int, list[int]] = {}
+        self.logits: dict[int, list[np.ndarray]] = {}  # per expression, (K, t, h/4, w/4) per chunk
+
+    def frames_detected(self, end: int) -> None:
+        self.detected = end
+        self.report(0.7 * end / self.total, f"encoded {end}/{self.total} frames")
+
+    def video_refined(self, expression: int, video: VideoQueries) -> None:
+        self.scores[expression] = frame_scores(video.logits)
+        self.chosen[expression] = choose_candidates(self.scores[expression], self.num_candidates, self.multi_target)
+
+    def chunk_masks(self, expression: int, start: int, logits: torch.Tensor) -> None:
+        chosen = logits[:, self.chosen[expression]].transpose(0, 1)
+        self.logits.setdefault(expression, []).append(chosen.float().cpu().numpy().astype(np.float16))
+
+    def frames_decoded(self, end: int) -> None:
+        self.report(0.7 + 0.3 * end / self.detected, f"decoded masks of {end}/{self.detected} frames")

@@ -16,8 +16,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .errors import ReferDinoError
 from . import postprocess
+from .errors import ConfigError, ReferDinoError, UnknownExpressionError
 from .preprocess.text import clean_expression
 
 
@@ -46,14 +46,14 @@ class ExpressionResult:
     def __post_init__(self) -> None:
         t, q = self.scores.shape
         if self.boxes.shape != (t, q, 4):
-            raise ValueError(f"boxes must be (T, Q, 4) = {(t, q, 4)}, got {self.boxes.shape}")
+            raise ConfigError(f"boxes must be (T, Q, 4) = {(t, q, 4)}, got {self.boxes.shape}")
         if self.candidate_logits.shape[:2] != (len(self.candidates), t):
-            raise ValueError(f"candidate_logits must be (K, T, h4, w4) with K={len(self.candidates)}, T={t}; "
+            raise ConfigError(f"candidate_logits must be (K, T, h4, w4) with K={len(self.candidates)}, T={t}; "
                              f"got {self.candidate_logits.shape}")
         if self.query is None:
             self.query = int(self.candidates[0])
         if self.query not in self.candidates:
-            raise ValueError(f"query {self.query} has no kept mask logits; kept queries: {self.candidates.tolist()}")
+            raise ConfigError(f"query {self.query} has no kept mask logits; kept queries: {self.candidates.tolist()}")
 
     # -- numbers ---------------------------------------------------------------------------------------
     @property
@@ -175,7 +175,7 @@ class VideoSegmentation:
             return list(self.results.values())[key]
         key = clean_expression(key) if isinstance(key, str) else key  # as `segment` named it
         if key not in self.results:
-            raise KeyError(f"no result for {key!r}; expressions: {list(self.results)}")
+            raise UnknownExpressionError(f"no result for {key!r}; expressions: {list(self.results)}")
         return self.results[key]
 
     def __iter__(self) -> Iterator[ExpressionResult]:
@@ -194,7 +194,8 @@ class VideoSegmentation:
         height, width = self.frame_size
         return {"fps": self.fps, "width": width, "height": height, "num_frames": self.num_frames,
                 "source": _file_name(self.source), "checkpoint": _file_name(self.checkpoint),
-                "untrained": self.untrained, "partial_load": self.partial_load, "frame_indices": [int(i) for i in self.frame_indices]}
+                "untrained": self.untrained, "partial_load": self.partial_load,
+                "frame_indices": [int(i) for i in self.frame_indices]}
 
     @property
     def num_frames(self) -> int:

@@ -43,3 +43,20 @@ def model_calls(predictor):
     yield calls
     for handle in handles:
         handle.remove()
+
+
+@pytest.fixture(scope="module")
+def official_state(parity_dir):
+    """The parity fixture's checkpoint in the official release format (a state dict of tensors)."""
+    import torch
+
+    return torch.load(parity_dir / "referdino_tiny_official.pth", map_location="cpu", weights_only=True)[
+        "model_state_dict"]
+
+
+@pytest.fixture(scope="module")
+def fixture_model(parity_dir):
+    """The model of the parity fixture's official hyper-parameters, with its weights."""
+    from referdino_demo.parity import build_model
+
+    return build_model(parity_dir)[0]

@@ -15,6 +15,8 @@ def test_parity_tool_passes_on_the_official_fixture(parity_dir):
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith(tuple(str(n) for n in range(10))) and "FAILED" not in last
     assert "post.masks" in done.stdout and "decoder.layer5.kept_token_ids" in done.stdout
+    for run in parity.PREDICTOR_RUNS:  # the path users run, with kept and with recomputed mask features
+        assert f"ok   segment.{run}.query_index" in done.stdout and f"ok   segment.{run}.masks" in done.stdout
 
 
 def test_parity_tool_detects_a_wrong_weight(parity_dir, monkeypatch):
@@ -29,4 +31,5 @@ def test_parity_tool_detects_a_wrong_weight(parity_dir, monkeypatch):
     monkeypatch.setattr(parity, "build_model", perturbed)
     failed = {c.name for c in parity.run(parity_dir) if not c.ok}
     assert "mask.embed" in failed and "out.pred_masks" in failed
+    assert {f"segment.{run}.mask_logits_upsampled" for run in parity.PREDICTOR_RUNS} <= failed
     assert "encoder.memory" not in failed  # earlier stages still agree: each check isolates its stage

@@ -21,9 +21,6 @@ class ReleasedCheckpoint:
     backbone: str  # "swin_t" or "swin_b"
     trained_on: str
     temporal_layers: int = 3
-    # Published checksums are verified after download; none is recorded yet (the files could not be fetched
-    # from this project's build machines), so the Hub's own transfer checks are all that apply for now.
-    sha256: str | None = None
 
 
 RELEASED = {c.filename: c for c in [

@@ -25,7 +25,7 @@ from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ConfigErr
 from ..model import ReferDinoConfig, ReferDinoModel
 from .convert import SHOWN_KEYS, STRICT_HINT, convert_official_state_dict, first_keys, fit_state_dict
 from .files import open_regular, regular_file
-from .hub import HUB_REPO, RELEASED, TINY_RANDOM, download_checkpoint, split_hub_name
+from .hub import RELEASED, TINY_RANDOM, download_checkpoint, split_hub_name
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -159,8 +159,6 @@ def _from_pretrained(source, filename, config, sha256, strict) -> ReferDinoModel
         repo, default_file = hub
         filename = filename or default_file
         path = download_checkpoint(filename, repo)
-        released = RELEASED.get(filename)
-        sha256 = sha256 or (released.sha256 if released and repo == HUB_REPO else None)
     if _is_folder(path):
         return _load_folder(path, strict)
     regular_file(path)  # a FIFO, device or socket is refused here, before anything opens it

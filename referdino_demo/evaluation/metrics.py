@@ -45,6 +45,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import ConfigError
+
 __all__ = ["JFScore", "region_similarity", "boundary_f_measure", "j_and_f"]
 
 
@@ -62,7 +64,7 @@ def _as_void(void, shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     void = np.asarray(void)
     if void.shape != shape and void.shape != shape[1:]:
-        raise ValueError(f"the void mask must have the masks' shape {shape}, got {void.shape}")
+        raise ConfigError(f"the void mask must have the masks' shape {shape}, got {void.shape}")
     void = void if void.dtype == bool else void != 0
     return void if void.ndim == 3 else void[None]
 
@@ -71,11 +73,11 @@ def _as_stacks(pred, gt) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``pred``/``gt`` and return them as boolean (T, H, W) stacks."""
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
-        raise ValueError(f"pred and gt must have the same shape, got pred {pred.shape} and gt {gt.shape}")
+        raise ConfigError(f"pred and gt must have the same shape, got pred {pred.shape} and gt {gt.shape}")
     if pred.ndim not in (2, 3):
-        raise ValueError(f"masks must have shape (T, H, W) or (H, W), got {pred.shape}")
+        raise ConfigError(f"masks must have shape (T, H, W) or (H, W), got {pred.shape}")
     if pred.shape[-1] == 0 or pred.shape[-2] == 0:
-        raise ValueError(f"frames must be at least 1x1 pixel, got masks of shape {pred.shape}")
+        raise ConfigError(f"frames must be at least 1x1 pixel, got masks of shape {pred.shape}")
     # `!= 0` equals the official `astype(bool)` (any non-zero, NaN included, is foreground).
     pred, gt = (a if a.dtype == bool else a != 0 for a in (pred, gt))
     return (pred[None], gt[None]) if pred.ndim == 2 else (pred, gt)
@@ -100,12 +102,12 @@ def region_similarity(pred, gt, void=None) -> np.ndarray:
 def _bound_pix(bound_th: float, height: int, width: int) -> int:
     """Matching radius in pixels, exactly as ``f_measure`` computes it (float64: see module docstring)."""
     if not (math.isfinite(bound_th) and bound_th >= 0):
-        raise ValueError(f"bound_th must be a finite number >= 0, got {bound_th!r}")
+        raise ConfigError(f"bound_th must be a finite number >= 0, got {bound_th!r}")
     if bound_th >= 1:
         # A fractional pixel radius >= 1 makes skimage build an even-sized, off-centre disk; refuse it
         # rather than imitate that accident.
         if bound_th != int(bound_th):
-            raise ValueError(f"bound_th >= 1 is a radius in pixels and must be a whole number, got {bound_th!r}")
+            raise ConfigError(f"bound_th >= 1 is a radius in pixels and must be a whole number, got {bound_th!r}")
         return int(bound_th)
     # sqrt of the exact integer H^2 + W^2 is what np.linalg.norm((H, W)) returns, bit for bit.
     return math.ceil(bound_th * math.sqrt(height * height + width * width))
@@ -203,7 +205,7 @@ def j_and_f(pred, gt, bound_th: float = 0.008, void=None) -> JFScore:
     """
     pred, gt = _as_stacks(pred, gt)
     if len(pred) == 0:
-        raise ValueError(f"cannot average J and F over zero frames (masks of shape {pred.shape})")
+        raise ConfigError(f"cannot average J and F over zero frames (masks of shape {pred.shape})")
     j = float(region_similarity(pred, gt, void).mean())  # np.mean, as the MeViS script (pairwise summation)
     f = float(boundary_f_measure(pred, gt, bound_th, void).mean())
     return JFScore(j, f, (j + f) / 2)

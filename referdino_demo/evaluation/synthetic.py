@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import ConfigError
 from .datasets import DAVIS_ANNOTATORS
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 70, 230), "yellow": (230, 210, 40)}
@@ -95,7 +96,7 @@ def make_synthetic(benchmark: str, root: str | Path, *, videos: int = 2, frames:
     expression each) and Ref-DAVIS17 (four each); MeViS videos always have 3 objects and 2 expressions.
     """
     if not 1 <= objects <= 3:
-        raise ValueError(f"objects must be 1 to 3, got {objects}")
+        raise ConfigError(f"objects must be 1 to 3, got {objects}")
     rng = np.random.default_rng(seed)
     root = Path(root)
     split = {"ytvos": "valid", "davis": "valid", "mevis": "valid_u"}[benchmark]

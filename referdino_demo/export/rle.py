@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 
+from referdino_demo.errors import ConfigError
 from referdino_demo.output_files import atomic_write
 from referdino_demo.render.chunks import DEFAULT_CHUNK, iter_mask_chunks
 from referdino_demo.results import VideoSegmentation
@@ -41,7 +42,7 @@ def encode_rle(mask: np.ndarray) -> dict:
     """(H, W) bool mask -> ``{"size": [H, W], "counts": str}``, pycocotools' compressed RLE."""
     mask = np.asarray(mask, bool)
     if mask.ndim != 2 or not mask.size:
-        raise ValueError(f"expected a non-empty (H, W) mask, got shape {mask.shape}")
+        raise ConfigError(f"expected a non-empty (H, W) mask, got shape {mask.shape}")
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": sv.mask_to_rle(mask, compressed=True)}
 
 

@@ -60,7 +60,7 @@ class VideoInfo:
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0 or self.fps <= 0 or self.num_frames < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"VideoInfo expects width, height, fps > 0 and num_frames >= 0, got "
                 f"{self.width}x{self.height}, fps={self.fps}, num_frames={self.num_frames}"
             )

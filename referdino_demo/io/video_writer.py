@@ -24,6 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from referdino_demo.errors import ConfigError, OutputError
 from referdino_demo.io.video_file import open_container, orientation
 
 DEFAULT_CRF = 23  # x264's default: visually good, small files
@@ -40,9 +41,9 @@ def exact_frame_rate(fps: float | Fraction) -> Fraction:
     (12.5 -> 25/2, 6.666... -> 20/3).
     """
     if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction, np.integer, np.floating)):
-        raise TypeError(f"fps must be a number, got {type(fps).__name__}")
+        raise ConfigError(f"fps must be a number, got {type(fps).__name__}")
     if not (math.isfinite(float(fps)) and fps > 0):
-        raise ValueError(f"fps must be a finite number > 0, got {fps}")
+        raise ConfigError(f"fps must be a finite number > 0, got {fps}")
     exact = isinstance(fps, (int, Fraction, np.integer))
     rate = Fraction(int(fps)) if isinstance(fps, np.integer) else Fraction(fps if exact else float(fps))
     if rate.denominator == 1 or (exact and rate.denominator <= 1001):
@@ -80,13 +81,13 @@ class VideoWriter:
         self.path = Path(path)
         fmt = _FORMATS.get(self.path.suffix.lower())
         if fmt is None:
-            raise ValueError(f"VideoWriter writes H.264 MP4; expected a path ending in .mp4, .m4v or .mov, "
+            raise ConfigError(f"VideoWriter writes H.264 MP4; expected a path ending in .mp4, .m4v or .mov, "
                              f"got {self.path.name!r}")
         width, height = (int(v) for v in size)
         if width <= 0 or height <= 0:
-            raise ValueError(f"size must be (width, height) > 0, got {size}")
+            raise ConfigError(f"size must be (width, height) > 0, got {size}")
         if not 0 <= crf <= 51:
-            raise ValueError(f"crf must be in 0..51, got {crf}")
+            raise ConfigError(f"crf must be in 0..51, got {crf}")
         self.rate = exact_frame_rate(fps)
         self.size = (width, height)
         self.output_size = (width + width % 2, height + height % 2)
@@ -106,11 +107,11 @@ class VideoWriter:
     def write(self, frame: np.ndarray) -> None:
         """Encode one ``(H, W, 3)`` uint8 RGB frame of the ``size`` given at construction."""
         if self._container is None:
-            raise RuntimeError(f"VideoWriter for {self.path} is closed")
+            raise OutputError(f"VideoWriter for {self.path} is closed")
         frame = np.asarray(frame)
         expected = (self.size[1], self.size[0], 3)
         if frame.shape != expected or frame.dtype != np.uint8:
-            raise ValueError(f"Expected a {expected} uint8 RGB frame (size={self.size} as (width, height)), "
+            raise ConfigError(f"Expected a {expected} uint8 RGB frame (size={self.size} as (width, height)), "
                              f"got {frame.shape} {frame.dtype}")
         pad = ((0, self.output_size[1] - self.size[1]), (0, self.output_size[0] - self.size[0]), (0, 0))
         if any(p[1] for p in pad):
@@ -127,7 +128,7 @@ class VideoWriter:
             return self.path
         if self.frames_written == 0:
             self.abort()
-            raise ValueError(f"No frames were written to {self.path}; a video needs at least one frame")
+            raise ConfigError(f"No frames were written to {self.path}; a video needs at least one frame")
         try:
             self._container.mux(self._stream.encode(None))
             self._container.close()
@@ -165,10 +166,10 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarra
     iterator = iter(frames)
     first = next(iterator, None)
     if first is None:
-        raise ValueError(f"No frames to write to {path}; a video needs at least one frame")
+        raise ConfigError(f"No frames to write to {path}; a video needs at least one frame")
     first = np.asarray(first)
     if first.ndim != 3:
-        raise ValueError(f"Expected (T, H, W, 3) frames or (H, W, 3) items, got an item of shape {first.shape}")
+        raise ConfigError(f"Expected (T, H, W, 3) frames or (H, W, 3) items, got an item of shape {first.shape}")
     with VideoWriter(path, fps, (first.shape[1], first.shape[0]), crf=crf, preset=preset) as writer:
         writer.write(first)
         for frame in iterator:

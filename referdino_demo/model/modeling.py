@@ -1,13 +1,9 @@
-"""`ReferDinoModel`: the whole network, as stages the predictor can schedule, plus `forward` for a clip.
+"""`ReferDinoModel`: the whole network as stages, plus `forward` for a clip.
 
-Stages, per video and expression:
-1. `encode_text` once;
-2. per chunk of frames: `backbone` (shareable across expressions), `detect` (encoder, two-stage
-   selection, pruned decoder) and `mask_features` (pixel decoder);
-3. `QueryTracker` over the frames in order;
-4. `refine` over the whole video (temporal decoder, class and box heads);
-5. per chunk: `decode_masks`.
-Per-frame stages give the same result whatever the chunk size; 3 and 4 see every frame.
+The stages: `encode_text` once per expression; per chunk of frames `backbone` (shareable across expressions),
+`encode` and `decode_queries` (together `detect`) and `mask_features`; `refine` over the whole video;
+`decode_masks` per chunk. Their order, the tracker between them and the chunking live in `schedule.run_schedule`,
+which `forward`, the predictor, the explainer and the benchmarks share.
 """
 
 from __future__ import annotations
@@ -26,9 +22,9 @@ from .encoder import EncoderOutput, ReferDinoEncoder
 from .layers import inverse_sigmoid, text_logits
 from .mask_head import MaskDecoder, PixelDecoder
 from .outputs import FrameQueries, ReferDinoOutput, Trace, record
+from .schedule import StageHooks, run_schedule
 from .temporal import TemporalDecoder
 from .text_encoder import TextEncoder
-from .tracker import QueryTracker
 
 
 @dataclass
@@ -95,13 +91,18 @@ class ReferDinoModel(nn.Module):
             record(trace, "encoder.level_start_index", encoder.level_start_index, per_frame=False)
         return encoder
 
+    def decode_queries(self, encoder: EncoderOutput, text: TextFeatures, trace: Trace | None = None,
+                       query_decay: float | None = None) -> FrameQueries:
+        """Two-stage selection and pruned decoder for a chunk of frames (t of them) -> final queries (t, Q, d)."""
+        text_mask = text.mask.expand(encoder.memory.shape[0], -1)
+        queries, boxes, token_ids = self.query_selection(encoder, text_mask, trace)
+        return self.decoder(queries, boxes, token_ids, encoder, text_mask, trace, query_decay)
+
     def detect(self, visual: VisualFeatures, text: TextFeatures, trace: Trace | None = None,
                query_decay: float | None = None) -> tuple[FrameQueries, EncoderOutput]:
-        """Encoder, two-stage selection and pruned decoder for a chunk of frames."""
+        """`encode` then `decode_queries`: encoder, two-stage selection and pruned decoder for a chunk of frames."""
         encoder = self.encode(visual, text, trace)
-        text_mask = text.mask.expand(visual.num_frames, -1)
-        queries, boxes, token_ids = self.query_selection(encoder, text_mask, trace)
-        return self.decoder(queries, boxes, token_ids, encoder, text_mask, trace, query_decay), encoder
+        return self.decode_queries(encoder, text, trace, query_decay), encoder
 
     def mask_features(self, encoder: EncoderOutput, stage1: torch.Tensor) -> torch.Tensor:
         """-> stride-4 mask features (T, d, h/4, w/4)."""
@@ -139,30 +140,16 @@ class ReferDinoModel(nn.Module):
                 trace: bool = False) -> ReferDinoOutput:
         """pixel_values (T, 3, h, w) normalised frames of one video; text: one tokenized expression.
 
-        Frames go through the per-frame stages `chunk_size` at a time; the mask features of every chunk are
-        kept (the predictor trades them for a second pass on long videos)."""
+        `run_schedule` with every chunk's mask features kept (the predictor trades them for a second pass on long
+        videos); trace=True records the intermediate tensors the parity tool compares."""
         recorder = Trace() if trace else None
         text_features = self.encode_text(text, recorder)
-        tracker = QueryTracker(self.config.tracking_alpha)
-        tracked, features = [], []
-        for start in range(0, pixel_values.shape[0], chunk_size):
-            visual = self.backbone(pixel_values[start:start + chunk_size].to(self.device), recorder)
-            frames, encoder = self.detect(visual, text_features, recorder)
-            chunk, perm = tracker(frames, text_features.mask)
-            record(recorder, "tracker.perm", perm)
-            tracked.append(chunk)
-            features.append(self.mask_features(encoder, visual.stage1))
-        video = FrameQueries(*(torch.cat([getattr(c, f) for c in tracked]) for f in
-                               ("hs", "reference", "text", "token_ids")))
-        record(recorder, "tracker.hs_tracked", video.hs)
-        record(recorder, "tracker.ref_tracked", video.reference)
-        record(recorder, "tracker.token_ids", video.token_ids)
-        queries, logits, boxes = self.refine(video, text_features.mask, recorder)
-        masks, start = [], 0
-        for chunk_features in features:
-            end = start + chunk_features.shape[0]
-            masks.append(self.decode_masks(queries[start:end], video.reference[start:end], video.text[start:end],
-                                           text_features.mask, chunk_features, recorder))
-            start = end
-        return ReferDinoOutput(pred_logits=logits, pred_boxes=boxes, pred_masks=torch.cat(masks),
-                               token_ids=video.token_ids, trace=recorder.tensors() if recorder else None)
+        hooks = StageHooks(recorder)
+
+        def chunks():
+            return (pixel_values[start:start + chunk_size].to(self.device)
+                    for start in range(0, pixel_values.shape[0], chunk_size))
+
+        video, = run_schedule(self, chunks, [text_features], hooks=hooks)
+        return ReferDinoOutput(pred_logits=video.logits, pred_boxes=video.boxes, pred_masks=hooks.masks(0),
+                               token_ids=video.tracked.token_ids, trace=recorder.tensors() if recorder else None)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -48,6 +49,11 @@ class FrameQueries:
     reference: torch.Tensor
     text: torch.Tensor
     token_ids: torch.Tensor
+
+    @classmethod
+    def cat(cls, chunks: Sequence["FrameQueries"]) -> "FrameQueries":
+        """Consecutive chunks of frames -> one `FrameQueries` over all their frames."""
+        return cls(*(torch.cat([getattr(chunk, field.name) for chunk in chunks]) for field in fields(cls)))
 
 
 @dataclass

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import InputLimitError
+from ..errors import ConfigError, InputLimitError
 from ..options import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE  # noqa: F401 (re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,7 +39,7 @@ def check_input_size(height: int, width: int, short_side: int, max_long_side: in
 def preprocess_frames(frames: np.ndarray, short_side: int = DEFAULT_SHORT_SIDE) -> torch.Tensor:
     """RGB uint8 frames (T, H, W, 3) -> normalised float32 model input (T, 3, h, w)."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        raise ConfigError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
     h, w = resized_size(frames.shape[1], frames.shape[2], short_side)
     resized = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
     pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).float().div(255)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from referdino_demo.errors import ConfigError
+
 
 def check_frame(frame: np.ndarray, name: str = "frame") -> np.ndarray:
     """``frame`` as an ``(H, W, 3)`` uint8 array, or a ``ValueError`` naming what was received."""
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"{name} must be an (H, W, 3) uint8 RGB array, got {frame.shape} {frame.dtype}")
+        raise ConfigError(f"{name} must be an (H, W, 3) uint8 RGB array, got {frame.shape} {frame.dtype}")
     return frame
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from referdino_demo.errors import ConfigError
 from referdino_demo.render._pixels import check_frame
 from referdino_demo.render.text import drawable_text, load_font
 
@@ -25,7 +26,7 @@ class BannerRenderer:
     def __init__(self, text: str = UNTRAINED_TEXT, background: tuple[int, int, int] = (255, 210, 0),
                  text_color: tuple[int, int, int] = (0, 0, 0), height: float = 0.1):
         if not 0.0 < height <= 1.0:
-            raise ValueError(f"height must be a fraction of the frame height in (0, 1], got {height}")
+            raise ConfigError(f"height must be a fraction of the frame height in (0, 1], got {height}")
         self.text, self.background, self.text_color, self.height = drawable_text(text), background, text_color, height
 
     def render_frame(self, frame: np.ndarray) -> np.ndarray:

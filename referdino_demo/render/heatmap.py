@@ -26,9 +26,9 @@ class HeatmapRenderer:
     def __init__(self, colormap: str = "inferno", opacity: float = 0.6, contour: bool = True,
                  contour_thickness: int = 2):
         if not 0.0 <= opacity <= 1.0:
-            raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+            raise ConfigError(f"opacity must be in [0, 1], got {opacity}")
         if colormap not in matplotlib.colormaps:
-            raise ValueError(f"unknown colormap {colormap!r}; try 'inferno', 'magma', 'viridis' or 'jet'")
+            raise ConfigError(f"unknown colormap {colormap!r}; try 'inferno', 'magma', 'viridis' or 'jet'")
         self.colormap, self.opacity = colormap, opacity
         self.contour, self.contour_thickness = contour, contour_thickness
         # (256, 3) lookup table: indexing is much faster than calling the colormap per pixel

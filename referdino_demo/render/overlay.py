@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import supervision as sv
 
+from referdino_demo.errors import ConfigError
 from referdino_demo.render._pixels import check_frame, mask_edge
 from referdino_demo.render.palette import PALETTE, text_color_on
 from referdino_demo.render.text import drawable_text, font_path
@@ -35,12 +36,12 @@ class OverlayRenderer:
     def __init__(self, opacity: float = 0.5, colors: Sequence[tuple[int, int, int]] | None = None, *,
                  outline: int = 2, show_boxes: bool = False, show_labels: bool = True, label_scale: float = 1.0):
         if not 0.0 <= opacity <= 1.0:
-            raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+            raise ConfigError(f"opacity must be in [0, 1], got {opacity}")
         if label_scale <= 0:
-            raise ValueError(f"label_scale must be > 0, got {label_scale}")
+            raise ConfigError(f"label_scale must be > 0, got {label_scale}")
         colors = tuple(tuple(int(v) for v in c) for c in (PALETTE if colors is None else colors))
         if not colors or any(len(c) != 3 for c in colors):
-            raise ValueError(f"colors must be a non-empty list of (r, g, b) tuples, got {colors}")
+            raise ConfigError(f"colors must be a non-empty list of (r, g, b) tuples, got {colors}")
         self.opacity, self.outline, self.label_scale = opacity, outline, label_scale
         self.show_boxes, self.show_labels = show_boxes, show_labels
         # color_lookup=CLASS with class_id = palette index: colour i stays colour i whatever is drawn
@@ -70,14 +71,14 @@ class OverlayRenderer:
         frame = check_frame(frame)
         n = len(masks)
         if len(labels) != n or (scores is not None and len(scores) != n) or (ids is not None and len(ids) != n):
-            raise ValueError(f"masks, labels, scores and ids must have one entry per mask: got {n} masks, "
+            raise ConfigError(f"masks, labels, scores and ids must have one entry per mask: got {n} masks, "
                              f"{len(labels)} labels, {None if scores is None else len(scores)} scores, "
                              f"{None if ids is None else len(ids)} ids")
         if n == 0:
             return frame.copy()
         mask = np.stack([np.asarray(m, bool) for m in masks])  # (n, H, W)
         if mask.shape[1:] != frame.shape[:2]:
-            raise ValueError(f"masks must be (H, W) = {frame.shape[:2]} like the frame, got {mask.shape[1:]}")
+            raise ConfigError(f"masks must be (H, W) = {frame.shape[:2]} like the frame, got {mask.shape[1:]}")
         class_id = np.arange(n) if ids is None else np.asarray(ids, int)
         # fills and outlines get mask-derived boxes: supervision may crop mask drawing to the boxes
         detections = sv.Detections(xyxy=sv.mask_to_xyxy(mask).astype(np.float32), mask=mask, class_id=class_id)

@@ -16,7 +16,6 @@ from referdino_demo.render.palette import hex_color
 from referdino_demo.render.text import drawable_text
 from referdino_demo.results import VideoSegmentation
 
-TABLE_KEYS = ("frame", "time_s", "expression", "score", "mask_area")
 LEGEND_CHARS = 60  # longer expressions are cut with an ellipsis so the legend leaves room for the plot
 
 

@@ -2,14 +2,104 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoints.hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
+from ..errors import ConfigError
 from ..io.video_reader import DEFAULT_MAX_PIXELS
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+LOCAL = "local:"  # menu values of local checkpoint files: "local:" + file name (the page never shows server paths)
+
+
+@dataclass(frozen=True)
+class Control:
+    """A number the app's user sets: the range the app accepts is the range its slider offers (`high` None: set per
+    app, e.g. max_frames, or per result, e.g. frame). `low_open`: the low end is excluded (the slider starts a step
+    above it)."""
+
+    label: str
+    kind: type  # int or float
+    low: float
+    high: float | None
+    step: float = 1
+    default: float = 0
+    low_open: bool = False
+    info: str | None = None
+
+
+# The single table of the app's numeric inputs: the sliders are built from it and every handler checks its inputs
+# against it (`check_number`), whatever sent them (the page or an HTTP client).
+CONTROLS = {
+    "query_decay": Control("Pruning keep ratio (query_decay)", float, 0, 1, 0.05, 0.5, low_open=True,
+                           info="share of queries each decoder layer keeps; lower is faster"),
+    "num_candidates": Control("Candidate queries to keep", int, 1, 10, 1, 5,
+                              info="the best queries by mean score; the first is the official choice"),
+    "threshold": Control("Mask threshold", float, 0.01, 0.99, 0.01, 0.5),
+    "opacity": Control("Overlay / heatmap opacity", float, 0, 1, 0.05, 0.5),
+    "stride": Control("Stride: keep every N-th frame", int, 1, 10, 1, 1),
+    "max_frames": Control("Max frames", int, 1, None, info="longer clips are subsampled evenly to this many frames"),
+    "short_side": Control("Model input short side (px)", int, 128, 720, 8, 360),
+    "frame": Control("Frame", int, 0, None),
+    "candidate": Control("Candidate query", int, 0, None),
+    "example": Control("Example", int, 0, None),
+}
+
+
+def check_number(name: str, value, high: float | None = None) -> int | float:
+    """`value` of control `name` as its kind, if it is a finite number (or numeric text) in the control's range
+    (`high` overrides its top); else `ConfigError` naming the control, the range and the value."""
+    control = CONTROLS[name]
+    high = control.high if high is None else high
+    number = _as_number(value, control.kind)
+    above = number is not None and (number > control.low if control.low_open else number >= control.low)
+    if not (above and number <= high):
+        kind = "a whole number" if control.kind is int else "a number"
+        bounds = (f"greater than {control.low:g} and at most {high:g}" if control.low_open
+                  else f"from {control.low:g} to {high:g}")
+        raise ConfigError(f"{_named(control.label, name)} must be {kind} {bounds}, got {_shown(value)}")
+    return number
+
+
+def check_choice(name: str, label: str, value, choices: list[str]) -> str:
+    """`value` if it is one of the texts `choices`, else `ConfigError` naming the option, the choices and the value."""
+    if not isinstance(value, str) or value not in choices:
+        listed = ", ".join(map(repr, choices))
+        raise ConfigError(f"{_named(label, name)} must be one of {listed}, got {_shown(value)}")
+    return value
+
+
+def _named(label: str, name: str) -> str:
+    """'Mask threshold (threshold)': what the page shows and what the API calls it."""
+    return label if f"({name})" in label else f"{label} ({name})"
+
+
+def _as_number(value, kind: type) -> int | float | None:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return None
+    if kind is int:
+        return int(value) if float(value).is_integer() else None
+    return float(value)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _is_local(name: str) -> bool:
+    """A checkpoint given as a file or folder on this machine (not a Hub name)."""
+    path = Path(name).expanduser()
+    return path.is_absolute() or name.startswith((".", "~")) or path.exists()
 
 
 def canonical_checkpoint(name: str) -> str:
@@ -49,15 +139,45 @@ class AppConfig:
         """For `launch(max_file_size=...)`."""
         return int(self.max_upload_mb * 2**20)
 
-    def checkpoint_choices(self) -> list[tuple[str, str]]:
-        """(label, value) pairs for the checkpoint menu: released files, tiny-random, then custom names."""
-        choices = [(f"{name} ({c.trained_on})", f"{HUB_REPO}/{name}") for name, c in RELEASED.items()]
-        choices.append(("tiny-random (untrained weights: tries the interface, masks are random)", TINY_RANDOM))
+    def checkpoint_menu(self) -> dict[str, tuple[str, str]]:
+        """{menu value: (label, checkpoint)}: released files, tiny-random, then custom ones. A local file is listed by
+        its name only ("local:ryt_swinb.pth"): the page's config is public and must not show the server's folders."""
+        menu = {f"{HUB_REPO}/{name}": (f"{name} ({c.trained_on})", f"{HUB_REPO}/{name}")
+                for name, c in RELEASED.items()}
+        menu[TINY_RANDOM] = ("tiny-random (untrained weights: tries the interface, masks are random)", TINY_RANDOM)
         for name in (self.default_checkpoint, *self.extra_checkpoints):
             name = canonical_checkpoint(name)
-            if name not in [value for _, value in choices]:
-                choices.append((f"{name} (custom)", name))
-        return choices
+            if name in [checkpoint for _, checkpoint in menu.values()]:
+                continue
+            if not _is_local(name):
+                menu[name] = (f"{name} (custom)", name)
+                continue
+            file_name = Path(name).name or "checkpoint"
+            value, copy = LOCAL + file_name, 1
+            while value in menu:
+                copy += 1
+                value = f"{LOCAL}{file_name} ({copy})"
+            menu[value] = (f"{value.removeprefix(LOCAL)} (local file)", name)
+        return menu
+
+    def checkpoint_choices(self) -> list[tuple[str, str]]:
+        """(label, value) pairs for the checkpoint menu."""
+        return [(label, value) for value, (label, _) in self.checkpoint_menu().items()]
+
+    def checkpoint_choice(self, checkpoint: str) -> str:
+        """The menu value of `checkpoint` (a name or local path of the menu)."""
+        name = canonical_checkpoint(checkpoint)
+        return next(value for value, (_, known) in self.checkpoint_menu().items() if known == name)
+
+    def checkpoint_for(self, choice) -> str:
+        """The checkpoint (Hub name or local path) of a menu value; anything else is refused (`ConfigError`): an HTTP
+        client can load only what the menu offers."""
+        menu = self.checkpoint_menu()
+        return menu[check_choice("checkpoint", "Checkpoint", choice, list(menu))][1]
+
+    def check_number(self, name: str, value) -> int | float:
+        """`check_number` with this app's limits (max_frames up to `self.max_frames`)."""
+        return check_number(name, value, high=self.max_frames if name == "max_frames" else None)
 
     def examples(self) -> list[list[str]]:
         """[video path, expressions one per line] for every committed example clip."""

@@ -3,18 +3,22 @@
 
 API (stable names, for `gradio_client`): `/segment` runs the model; `/rerender` redraws the cached result at a
 threshold, opacity, expression and candidate query; `/inspect_frame` draws one frame. Other events are private.
+Anyone can call the API with any values: every handler checks its inputs itself (`config.CONTROLS`, one table) and
+answers a bad one with a message naming the option, the range and the value.
 """
 
 import functools
 import gc
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 
 from ..checkpoints.hub import TINY_RANDOM
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadError, ReferDinoError
-from .config import DTYPES, AppConfig, RunOptions, canonical_checkpoint
-from .session import Backend, PredictorRegistry, View, as_text, message
+from .config import CONTROLS, DTYPES, AppConfig, RunOptions, check_choice, check_number
+from .session import Backend, PredictorRegistry, SessionResult, View, as_text, hide_paths, message
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -60,10 +64,43 @@ def _user_errors(handler):
     return wrapper
 
 
-def _require(state):
+def _require(state) -> SessionResult:
     if state is None:
         raise gr.Error(NO_RESULT, print_exception=False)
     return state
+
+
+def _view(result: SessionResult, threshold, opacity, expression, frame) -> View:
+    """The checked view inputs: numbers in their controls' ranges, an expression and a frame of `result`."""
+    return View(check_number("threshold", threshold), check_number("opacity", opacity), result.expression(expression),
+                check_number("frame", frame, high=result.segmentation.num_frames - 1))
+
+
+def _video_path(video) -> str | None:
+    """The path of a `gr.Video` input left unprocessed (`preprocess=False`): Gradio has checked that it is an upload
+    and passes its file data as a dict."""
+    return video.get("path") if isinstance(video, dict) else video
+
+
+def _client_connected() -> Callable[[], bool]:
+    """For the event being handled: whether its client is still there. Gradio marks a running event dead (`alive`)
+    when the client's event stream closes (a tab closed, a raw HTTP client that hung up) and drops it from the running
+    jobs when the client cancels it, but the handler's thread runs on; the model asks this at every chunk. Gradio
+    has no public call for it (`gr.Request.is_disconnected()` concerns the join request, answered long ago), so this
+    reads the queue's running jobs; outside the queue (or should Gradio change) it always says yes."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    jobs = getattr(getattr(blocks, "_queue", None), "active_jobs", None)
+
+    def running():
+        return next((event for events in list(jobs or ()) for event in events or ()
+                     if getattr(event, "_id", None) == event_id), None)
+
+    event = running() if event_id else None
+    if event is None or not hasattr(event, "alive"):
+        return lambda: True
+    return lambda: event.alive and running() is event
 
 
 def _rendered_outputs(result, rendered) -> tuple:
@@ -83,9 +120,15 @@ class _Handlers:
     @_user_errors
     def segment(self, video, expressions, checkpoint, query_decay, num_candidates, threshold, opacity, stride,
                 max_frames, short_side, dtype, state, request: gr.Request, progress=gr.Progress()):
-        options = RunOptions(checkpoint, dtype, query_decay, num_candidates, stride, max_frames, short_side)
-        result, rendered = self.backend.segment_and_render(video, expressions, options, View(threshold, opacity),
-                                                           getattr(request, "session_hash", None), progress)
+        config = self.backend.config
+        numbers = dict(query_decay=query_decay, num_candidates=num_candidates, stride=stride, max_frames=max_frames,
+                       short_side=short_side)
+        options = RunOptions(config.checkpoint_for(checkpoint), check_choice("dtype", "Precision", dtype, list(DTYPES)),
+                             **{name: config.check_number(name, value) for name, value in numbers.items()})
+        view = View(check_number("threshold", threshold), check_number("opacity", opacity))
+        result, rendered = self.backend.segment_and_render(_video_path(video), expressions, options, view,
+                                                           getattr(request, "session_hash", None), progress,
+                                                           _client_connected())
         for note in result.segmentation.notes:
             gr.Warning(message(note))
         if state is not None:
@@ -97,24 +140,28 @@ class _Handlers:
     @_user_errors
     def rerender(self, state, threshold, opacity, expression, candidate, frame):
         result = _require(state)
-        result.choose(expression, candidate)
-        return _rendered_outputs(result, result.render(View(threshold, opacity, expression, frame)))
+        view = _view(result, threshold, opacity, expression, frame)
+        if candidate is not None:  # None: keep the expression's candidate
+            ranks = len(result.segmentation[view.expression].candidates)
+            result.choose(view.expression, check_number("candidate", candidate, high=ranks - 1))
+        return _rendered_outputs(result, result.render(view))
 
     def show_expression(self, state, threshold, opacity, expression, frame):
         return self.rerender(state, threshold, opacity, expression, None, frame)
 
     @_user_errors
     def inspect_frame(self, state, frame, threshold, opacity, expression):
-        return tuple(str(p) for p in _require(state).frame_files(View(threshold, opacity, expression, frame)))
+        result = _require(state)
+        return tuple(str(p) for p in result.frame_files(_view(result, threshold, opacity, expression, frame)))
 
     def load_model(self, checkpoint):
         try:
-            predictor = self.backend.registry.get(checkpoint)
+            predictor = self.backend.registry.get(self.backend.config.checkpoint_for(checkpoint))
         except Exception as err:
             if not isinstance(err, ReferDinoError):
                 log.exception("loading %s failed", checkpoint)
             return f"⚠️ **Could not load the checkpoint.** {message(err)}\n\n**{TRY_TINY.strip()}**"
-        status = f"**Model:** {as_text(predictor.describe())}"
+        status = f"**Model:** {as_text(hide_paths(predictor.describe()))}"
         if predictor.untrained:
             status = f"⚠️ **Untrained random weights** (development mode): masks are random. {status}"
         return status
@@ -123,18 +170,30 @@ class _Handlers:
     def mark_stale(state):
         return "" if state is None else STALE
 
+    @_user_errors
+    def load_example(self, index):
+        examples = self.backend.config.examples()
+        video, expressions = examples[check_number("example", index, high=len(examples) - 1)]
+        return video, expressions
+
     def end_session(self, request: gr.Request):
         self.backend.workspace.remove(getattr(request, "session_hash", None))
 
 
+def _slider(name: str, **changes) -> gr.Slider:
+    """The slider of control `name`: the range it offers is the range the handlers accept (`config.CONTROLS`)."""
+    control = CONTROLS[name]
+    low = control.low + control.step if control.low_open else control.low
+    return gr.Slider(**{**dict(minimum=low, maximum=control.high, value=control.default, step=control.step,
+                               label=control.label, info=control.info), **changes})
+
+
 def default_workspace(config: AppConfig) -> Workspace:
     """Per-session folders inside Gradio's upload folder (`GRADIO_TEMP_DIR`): Gradio serves results from there
-    without copying them, and uploads a session used are deleted with it (the examples' copies are kept)."""
+    without copying them."""
     from gradio.utils import get_upload_folder
 
-    uploads = get_upload_folder()
-    return Workspace(parent=uploads, served=True, uploads=uploads,
-                     protected=[video for video, _ in config.examples()])
+    return Workspace(parent=get_upload_folder(), served=True)
 
 
 def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | None = None,
@@ -146,6 +205,8 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
     config = config or AppConfig()
     workspace = workspace or default_workspace(config)
     handlers = _Handlers(Backend(config, registry or PredictorRegistry(), workspace))
+    # Every 30 minutes Gradio deletes the uploads and served files older than an hour: the only deletion of uploads,
+    # which users may share (see workspace.py); a session's own results go when it ends.
     with gr.Blocks(title="ReferDINO video segmentation", delete_cache=(1800, 3600)) as demo:
         state = gr.State(None, delete_callback=lambda result: result is not None and result.close())
         gr.Markdown(INTRO)
@@ -156,25 +217,26 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
                 expressions = gr.Textbox(label="Expressions (one per line)", lines=3, elem_id="expressions",
                                          placeholder="the red ball moving to the left\nthe blue square")
                 checkpoint = gr.Dropdown(config.checkpoint_choices(), label="Checkpoint",
-                                         value=canonical_checkpoint(config.default_checkpoint))
-                query_decay = gr.Slider(0.3, 1.0, 0.5, step=0.05, label="Pruning keep ratio (query_decay)",
-                                        info="share of queries each decoder layer keeps; lower is faster")
-                num_candidates = gr.Slider(1, 10, 5, step=1, label="Candidate queries to keep",
-                                           info="the best queries by mean score; the first is the official choice")
+                                         value=config.checkpoint_choice(config.default_checkpoint))
+                query_decay = _slider("query_decay")
+                num_candidates = _slider("num_candidates")
                 with gr.Accordion("Advanced", open=False):
-                    stride = gr.Slider(1, 10, 1, step=1, label="Stride: keep every N-th frame")
-                    max_frames = gr.Slider(1, max(2, config.max_frames), config.max_frames, step=1, label="Max frames",
-                                           info="longer clips are subsampled evenly to this many frames")
-                    short_side = gr.Slider(128, 720, config.short_side, step=8, label="Model input short side (px)")
+                    stride = _slider("stride")
+                    max_frames = _slider("max_frames", maximum=max(2, config.max_frames), value=config.max_frames)
+                    short_side = _slider("short_side", value=config.short_side)
                     dtype = gr.Dropdown(list(DTYPES), value="auto", label="Precision")
                 run = gr.Button("Segment", variant="primary", elem_id="segment-button")
-                if config.examples():
-                    gr.Examples(config.examples(), inputs=[video, expressions], label="Examples (synthetic clips)")
+                if config.examples():  # names only: the page's config is public (gr.Examples would list server paths)
+                    examples = gr.Dataset(components=["textbox", "textbox"], headers=["Video", "Expressions"],
+                                          samples=[[Path(v).name, text] for v, text in config.examples()],
+                                          label="Examples (synthetic clips)", type="index")
+                    examples.click(handlers.load_example, examples, [video, expressions], api_visibility="private",
+                                   show_progress="hidden", preprocess=False)
             with gr.Column(scale=7):
                 stale = gr.Markdown(elem_id="stale")
                 with gr.Row():
-                    threshold = gr.Slider(0.01, 0.99, 0.5, step=0.01, label="Mask threshold", elem_id="threshold")
-                    opacity = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Overlay / heatmap opacity")
+                    threshold = _slider("threshold", elem_id="threshold")
+                    opacity = _slider("opacity")
                 with gr.Row():
                     expression = gr.Dropdown([], label="Expression (heatmap, candidates)", interactive=True)
                     candidate = gr.Dropdown([], label="Candidate query", interactive=True)
@@ -184,7 +246,7 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
                     with gr.Tab("Heatmap"):
                         heatmap = gr.Video(label="Confidence heatmap", elem_id="heatmap-video", **RESULT_VIDEO)
                     with gr.Tab("Inspect frame"):
-                        frame = gr.Slider(0, 1, 0, step=1, label="Frame", elem_id="frame")
+                        frame = _slider("frame", maximum=1, elem_id="frame")
                         with gr.Row():
                             frame_overlay = gr.Image(label="Overlay", format="png", interactive=False,
                                                      elem_id="frame-overlay")
@@ -198,19 +260,22 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
 
         rendered = [overlay, heatmap, plot, candidate, frame_overlay, frame_heatmap, downloads, info]
         view = [threshold, opacity, expression]
+        # preprocess=False: the values reach the handlers as sent, and the handlers check them (Gradio's own checks
+        # would answer an HTTP client with Gradio's generic messages). Gradio still checks that a video is an upload.
         run.click(handlers.segment,
                   [video, expressions, checkpoint, query_decay, num_candidates, *view[:2], stride, max_frames,
                    short_side, dtype, state],
                   [state, *rendered, expression, frame, stale], api_name="segment", concurrency_id="model",
-                  concurrency_limit=config.concurrency)
+                  concurrency_limit=config.concurrency, preprocess=False)
         gr.on([threshold.release, opacity.release, candidate.input], handlers.rerender,
-              [state, *view, candidate, frame], rendered, api_name="rerender", trigger_mode="always_last")
+              [state, *view, candidate, frame], rendered, api_name="rerender", trigger_mode="always_last",
+              preprocess=False)
         expression.input(handlers.show_expression, [state, *view, frame], rendered, api_visibility="private",
-                         trigger_mode="always_last")
+                         trigger_mode="always_last", preprocess=False)
         frame.release(handlers.inspect_frame, [state, frame, *view], [frame_overlay, frame_heatmap],
-                      api_name="inspect_frame", trigger_mode="always_last", show_progress="minimal")
+                      api_name="inspect_frame", trigger_mode="always_last", show_progress="minimal", preprocess=False)
         gr.on([demo.load, checkpoint.change], handlers.load_model, checkpoint, model_status,
-              api_visibility="private", show_progress="minimal")
+              api_visibility="private", show_progress="minimal", preprocess=False)
         gr.on([c.change for c in (video, expressions, checkpoint, query_decay, num_candidates, stride, max_frames,
                                   short_side, dtype)],
               handlers.mark_stale, state, stale, api_visibility="private", queue=False, show_progress="hidden")

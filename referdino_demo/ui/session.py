@@ -24,26 +24,32 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import (InputLimitError, JobCancelledError, MemoryBudgetError, ModelLoadError, ReferDinoError,
-                      VideoReadError, one_line)
+from ..errors import (ExpressionError, InputLimitError, JobCancelledError, MemoryBudgetError, ModelLoadError,
+                      ReferDinoError, VideoReadError, one_line)
 from ..io.video_reader import VideoFrames, iter_video
 from ..results import VideoSegmentation
-from .config import AppConfig, RunOptions, canonical_checkpoint
+from .config import AppConfig, RunOptions, canonical_checkpoint, check_choice
 from .workspace import SESSION_ENDED, Job, Workspace
 
 log = logging.getLogger(__name__)
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+# The folders of an absolute path: "/" not inside a word, URL or relative path, then folder names (no spaces or quotes)
+# each followed by "/", up to a last name.
+_FOLDERS = re.compile(r"""(?<![\w.~:/\\<-])/(?:[^\s/'"`<>|]+/)+(?=[^\s/'"`<>|])""")
 
 
 # -- predictors ---------------------------------------------------------------------------------------
 class PredictorRegistry:
     """Predictors by checkpoint name, each loaded once (thread-safe) on first use; dtypes share weights."""
 
-    def __init__(self, device: str | None = None, vocab: str | None = None, loader: Callable | None = None):
+    def __init__(self, device: str | None = None, vocab: str | None = None, loader: Callable | None = None,
+                 strict: bool = True):
         from ..predictor import ReferDinoPredictor
 
         self.device, self.vocab = device, vocab
+        # strict=False (the app's --non-strict) is passed only when set, so test loaders need not take it
+        self._options = {} if strict else {"strict": False}
         self._loader = loader or ReferDinoPredictor.from_pretrained
         self._predictors: dict[tuple[str, str], object] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -76,7 +82,7 @@ class PredictorRegistry:
         """The loader's predictor; a failure is reported as a `ReferDinoError` and nothing is cached, so the next
         request tries again."""
         try:
-            return self._loader(name, device=self.device, vocab=self.vocab)
+            return self._loader(name, device=self.device, vocab=self.vocab, **self._options)
         except ReferDinoError:
             raise
         except MemoryError:
@@ -109,9 +115,17 @@ def as_text(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
 
 
-def message(err: BaseException) -> str:
-    """An error message for an HTML toast: tags shown as text."""
-    return html.escape(str(err), quote=False)
+def hide_paths(text: str) -> str:
+    """`text` with every absolute path cut to its last name ("/tmp/gradio/ab12/clip.mp4" -> "clip.mp4"). The app's
+    folders (workspace, uploads, temporary files, the working and home folders) and wherever a checkpoint lives are
+    the server's business; a name is all a user needs. A folder whose name has a space is cut from there on."""
+    return _FOLDERS.sub("", text)
+
+
+def message(err: BaseException | str) -> str:
+    """An error message for an HTML toast: server paths cut to file names (`hide_paths`), tags shown as text. The
+    last defence: messages should name files already, but one path in any message would show the server's layout."""
+    return html.escape(hide_paths(str(err)), quote=False)
 
 
 # -- running the model ----------------------------------------------------------------------------------
@@ -132,9 +146,12 @@ class Backend:
 
         if not video:
             raise VideoReadError("No video given: upload a clip, record one with the webcam, or click an example.")
+        if text is not None and not isinstance(text, str):
+            raise ExpressionError(f"Expressions (expressions) must be text, one expression per line; got "
+                                  f"{type(text).__name__} {one_line(repr(text), 60)}")
         if not Path(video).exists():
-            raise VideoReadError("The uploaded video is no longer on the server (uploads are deleted when a session "
-                                 "ends, and after an hour); upload it again.")
+            raise VideoReadError("The uploaded video is no longer on the server (uploads are kept about an hour); "
+                                 "upload it again.")
         size_mb = Path(video).stat().st_size / 2**20 if Path(video).is_file() else 0.0
         if size_mb > self.config.max_upload_mb:
             raise InputLimitError(
@@ -148,58 +165,60 @@ class Backend:
         return expressions, frames
 
     def segment(self, video: str | None, text: str | None, options: RunOptions, session: str | None = None,
-                progress: Callable | None = None) -> "SessionResult":
-        """Run the model on one request; the result's files go to a fresh folder of `session`."""
-        with self.job(session) as job:
+                progress: Callable | None = None, connected: Callable[[], bool] | None = None) -> "SessionResult":
+        """Run the model on one request; the result's files go to a fresh folder of `session`. `connected()` says
+        whether the client still waits for the result (checked at every chunk, see `job`)."""
+        with self.job(session, connected) as job:
             return self._segment(video, text, options, job, progress)
 
     def segment_and_render(self, video: str | None, text: str | None, options: RunOptions, view: "View",
-                           session: str | None = None, progress: Callable | None = None
-                           ) -> tuple["SessionResult", "Rendered"]:
-        """`segment`, then the first render, as one job: if the session ends meanwhile, nothing is left behind."""
-        with self.job(session) as job:
+                           session: str | None = None, progress: Callable | None = None,
+                           connected: Callable[[], bool] | None = None) -> tuple["SessionResult", "Rendered"]:
+        """`segment`, then the first render, as one job: if the client goes meanwhile, nothing is left behind."""
+        with self.job(session, connected) as job:
             result = self._segment(video, text, options, job, progress)
             if progress is not None:
                 progress(0.95, desc="rendering videos and exports")
             return result, result.render(view)
 
     @contextlib.contextmanager
-    def job(self, session: str | None) -> Iterator[Job]:
-        """Scope of one request. When its session ends before it does, it raises `JobCancelledError` (whatever
-        failed meanwhile because the files went away) and its folders are deleted."""
-        job = self.workspace.start_job(session)
+    def job(self, session: str | None, connected: Callable[[], bool] | None = None) -> Iterator[Job]:
+        """Scope of one request. When its session ends or its client goes (`connected()` false) before it is done,
+        it raises `JobCancelledError` (whatever failed meanwhile because the files went away) and its folders are
+        deleted. The model checks this at every chunk."""
+        job = self.workspace.start_job(session, connected)
         stopped = False
         try:
             yield job
-            stopped = job.cancelled
+            stopped = job.stopped
         except JobCancelledError:
             stopped = True
         except Exception:
-            if not job.cancelled:
+            if not job.stopped:
                 raise
             stopped = True
         finally:
             self.workspace.finish_job(job)
         if stopped:
-            log.info("session ended during a job; stopped it and deleted its files")
+            log.info("the client left during a job; stopped it and deleted its files")
             raise JobCancelledError(SESSION_ENDED)
 
     def _segment(self, video, text, options: RunOptions, job: Job, progress: Callable | None) -> "SessionResult":
-        self.workspace.adopt_upload(job.session, video)  # deleted with the session, even if refused below
         expressions, frames = self.prepare(video, text, options)
         self.registry.get(options.checkpoint, options.dtype)  # download/load outside any GPU time
         with self._slots:
-            if job.cancelled:
+            if job.stopped:
                 raise JobCancelledError(SESSION_ENDED)
             segmentation = self._run(options.checkpoint, options.dtype, str(video), expressions,
                                      options.segment_kwargs(self.config), len(frames), progress, job.id)
-        segmentation = dataclasses.replace(segmentation, frames=frames)  # decoded again when rendering
-        return SessionResult(segmentation, self.workspace.new_folder(job.session, job))
+        # frames: decoded again when rendering; source: what exports record, the upload's name (never its folder)
+        segmentation = dataclasses.replace(segmentation, frames=frames, source=Path(video).name)
+        return SessionResult(segmentation, self.workspace.new_folder(job.session, job), video=video)
 
     def _run_model(self, checkpoint: str, dtype: str, video: str, expressions: list[str], kwargs: dict,
                    num_frames: int, progress: Callable | None, job_id: str = "") -> VideoSegmentation:
         """The only model call. Arguments and result are picklable (ZeroGPU runs this in another process). It
-        stops at the next progress report once the job's session has ended."""
+        stops at the next progress report (one per chunk) once the job's session has ended or its client has gone."""
         predictor = self.registry.get(checkpoint, dtype)
 
         def report(fraction: float, text: str) -> None:
@@ -250,8 +269,10 @@ class SessionResult:
 
     KEEP = 2  # renders kept per kind: the newest and the one the browser may still be fetching
 
-    def __init__(self, segmentation: VideoSegmentation, folder: Path):
+    def __init__(self, segmentation: VideoSegmentation, folder: Path, video: str | Path | None = None):
+        """video: the file segmented, decoded again to render (default: `segmentation.source`)."""
         self.segmentation, self.folder = segmentation, Path(folder)
+        self.video = video if video is not None else segmentation.source
         self.choices: dict[str, int] = {}
         self._lock = threading.RLock()
         self._products: dict[str, list[tuple[tuple, object, Path]]] = {}
@@ -266,11 +287,9 @@ class SessionResult:
 
     def expression(self, expression: str | None) -> str:
         names = self.segmentation.expressions
-        if expression in (None, ""):
+        if expression is None or expression == "":
             return names[0]
-        if expression not in names:
-            raise ReferDinoError(f"no expression {expression!r} in this result; it has {names}")
-        return expression
+        return check_choice("expression", "Expression", expression, names)
 
     def choose(self, expression: str | None, rank: int | None) -> None:
         expression = self.expression(expression)
@@ -365,7 +384,7 @@ class SessionResult:
                     self._frame_cache = (index, frame)
                     break
             else:
-                raise VideoReadError(f"frame {index} could not be decoded again from {self.segmentation.source}")
+                raise VideoReadError(f"frame {index} could not be decoded again from {self.video}")
         return self._frame_cache[1]
 
     def summary(self) -> str:
@@ -378,8 +397,8 @@ class SessionResult:
                          "the masks mean nothing.\n")
         seconds = seg.timings.get("total_s", 0.0)
         lines.append(f"**{seg.num_frames} frames** ({width}×{height}, {seg.fps:.3g} fps) segmented in {seconds:.1f} s "
-                     f"with {as_text(seg.checkpoint)}.")
-        lines += [f"- note: {as_text(note)}" for note in seg.notes]
+                     f"with {as_text(hide_paths(seg.checkpoint))}.")
+        lines += [f"- note: {as_text(hide_paths(note))}" for note in seg.notes]
         lines.append("\n| | expression | query | mean score |\n|---|---|---|---|")
         for index, result in enumerate(seg):
             lines.append(f"| {_swatch(index)} | {as_text(result.expression)} | {result.query} | "
@@ -391,8 +410,7 @@ class SessionResult:
 
     # internals
     def _check_source(self) -> None:
-        source = self.segmentation.source
-        if source is not None and not Path(source).is_file():
+        if self.video is not None and not Path(self.video).is_file():
             raise VideoReadError("The video of this result is no longer on the server (uploads are kept about an "
                                  "hour); upload it again and press Segment.")
 

@@ -34,19 +34,6 @@ def test_full_size_manifests_convert_with_every_key_explained(manifest):
     assert set(converted) == set(model.state_dict())  # every parameter is filled, shapes checked inside
 
 
-@pytest.fixture(scope="module")
-def official_state(parity_dir):
-    return torch.load(parity_dir / "referdino_tiny_official.pth", map_location="cpu", weights_only=True)[
-        "model_state_dict"]
-
-
-@pytest.fixture(scope="module")
-def fixture_model(parity_dir):
-    from referdino_demo.parity import build_model
-
-    return build_model(parity_dir)[0]
-
-
 def test_lora_is_merged(official_state, fixture_model):
     base = "transformer.decoder.layers.0.linear1"
     merged = official_state[base + ".weight"] + official_state[base + ".lora_B"] @ official_state[base + ".lora_A"] / 32

@@ -14,19 +14,6 @@ from referdino_demo.errors import CheckpointMismatchError
 from referdino_demo.model import ReferDinoModel
 
 
-@pytest.fixture(scope="module")
-def official_state(parity_dir):
-    return torch.load(parity_dir / "referdino_tiny_official.pth", map_location="cpu", weights_only=True)[
-        "model_state_dict"]
-
-
-@pytest.fixture(scope="module")
-def fixture_model(parity_dir):
-    from referdino_demo.parity import build_model
-
-    return build_model(parity_dir)[0]
-
-
 def _same_weights(model, reference, skip=()) -> list[str]:
     """Keys whose tensors differ between the two models, `skip` excepted."""
     ours, theirs = model.state_dict(), reference.state_dict()

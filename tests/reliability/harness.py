@@ -6,6 +6,8 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -36,6 +38,20 @@ class App:
 
     def close(self) -> None:
         self.demo.close()
+
+
+def app_fixture(config):
+    """A module-scoped `app` fixture: the app of `config` with the tiny model, closed after the module."""
+
+    @pytest.fixture(scope="module")
+    def app(gradio_dir):
+        from referdino_demo.ui.session import PredictorRegistry
+
+        launched = App(config, PredictorRegistry(), gradio_dir)
+        yield launched
+        launched.close()
+
+    return app
 
 
 def leftover_files(folder: Path) -> list[Path]:

@@ -19,10 +19,12 @@ import httpx
 import pytest
 import torch
 
+from . import raw_api
 from .corpus import CHECKPOINT_CASES, SHORT_SIDE
 from .harness import App, leftover_files, segment
 from referdino_demo.cli import main
 from referdino_demo.errors import CheckpointMismatchError
+from referdino_demo.model import ReferDinoModel
 from referdino_demo.predictor import ReferDinoPredictor
 from referdino_demo.ui.config import AppConfig
 from referdino_demo.ui.session import PredictorRegistry
@@ -57,8 +59,8 @@ def test_the_malicious_pickle_is_refused_without_running(checkpoints):
     assert_payload_can_run_but_did_not(checkpoints)
 
 
-def test_a_known_sha256_is_checked_before_the_file_is_read(checkpoints, monkeypatch):
-    from referdino_demo.checkpoints import hub, loading
+def test_a_given_sha256_is_checked_before_the_file_is_read(checkpoints, monkeypatch):
+    from referdino_demo.checkpoints import loading
     from referdino_demo.checkpoints.loading import sha256_of
 
     path = checkpoints["other_model"]
@@ -66,15 +68,11 @@ def test_a_known_sha256_is_checked_before_the_file_is_read(checkpoints, monkeypa
     reads = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a) or real_load(*a, **k))
-    released = hub.RELEASED["ryt_swinb.pth"]
-    monkeypatch.setitem(loading.RELEASED, "ryt_swinb.pth", type(released)(**{**released.__dict__, "sha256": "ab" * 32}))
     with pytest.raises(CheckpointMismatchError, match=f"has sha256 {sha256_of(path)}, expected {'ab' * 32}"):
-        ReferDinoPredictor.from_pretrained("ryt_swinb.pth")
+        ReferDinoModel.from_pretrained("ryt_swinb.pth", sha256="ab" * 32)
     assert reads == []  # refused before torch.load saw it
-    monkeypatch.setitem(loading.RELEASED, "ryt_swinb.pth",
-                        type(released)(**{**released.__dict__, "sha256": sha256_of(path)}))
     with pytest.raises(CheckpointMismatchError, match="no state dict of tensors|not a ReferDINO"):  # checksum passed
-        ReferDinoPredictor.from_pretrained("ryt_swinb.pth")
+        ReferDinoModel.from_pretrained("ryt_swinb.pth", sha256=sha256_of(path))
     assert len(reads) == 1
 
 
@@ -96,7 +94,8 @@ def test_cli_process_refuses_the_malicious_pickle_with_one_line(checkpoints, vid
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and done.stdout == ""
-    assert len(lines) == 1 and re.match(r"referdino: error: .*malicious\.pth cannot be read .*refused on purpose",
+    assert len(lines) == 1 and re.match(r"referdino: error: .*malicious\.pth needs Python objects that could run "
+                                        r"code .*refused on purpose",
                                         lines[0])
     assert_payload_can_run_but_did_not(checkpoints)
 
@@ -112,11 +111,20 @@ def app(gradio_dir, checkpoints):
     app.close()
 
 
+def menu_value(app, path) -> str:
+    """The checkpoint menu's value of a local file: its name (the page shows no server path)."""
+    value = app.config.checkpoint_choice(str(path))
+    assert value == f"local:{Path(path).name}"
+    return value
+
+
 @pytest.mark.parametrize("case", CHECKPOINT_CASES, ids=[c.name for c in CHECKPOINT_CASES])
 def test_app_bad_checkpoint_gives_its_message_and_the_next_request_works(app, client, checkpoints, videos, case):
     with pytest.raises(Exception, match=case.message) as error:
-        segment(client, videos["small"], "the ball", checkpoint=str(checkpoints[case.name]))
+        segment(client, videos["small"], "the ball", checkpoint=menu_value(app, checkpoints[case.name]))
     assert "tiny-random" in str(error.value) and "Something went wrong" not in str(error.value)
+    assert str(checkpoints["marker"].parent) not in str(error.value)  # the file's name, not where it is
+    assert not re.search(r"(^|[\s'\"(=])/\w[^\s/]*/", str(error.value))  # no absolute path at all
     assert not checkpoints["marker"].exists()
     out = segment(client, videos["small"], "the ball", checkpoint="tiny-random")
     assert "**2 frames**" in out["info"]
@@ -125,8 +133,17 @@ def test_app_bad_checkpoint_gives_its_message_and_the_next_request_works(app, cl
 
 def test_app_refused_the_malicious_pickle_without_running_it(app, client, checkpoints, videos):
     with pytest.raises(Exception, match="refused on purpose"):
-        segment(client, videos["small"], "the ball", checkpoint=str(checkpoints["malicious"]))
+        segment(client, videos["small"], "the ball", checkpoint=menu_value(app, checkpoints["malicious"]))
     assert_payload_can_run_but_did_not(checkpoints)
+
+
+def test_app_loads_only_the_checkpoints_of_its_menu(app, client, checkpoints, videos):
+    """A client cannot name a server path (or any Hub file) as the checkpoint: only the menu's values are loaded."""
+    for name in (str(checkpoints["malicious"]), "/etc/passwd", "../../app.py", "someone/else/model.pth"):
+        with pytest.raises(Exception, match=r"Checkpoint \(checkpoint\) must be one of .*'tiny-random'"):
+            segment(client, videos["small"], "the ball", checkpoint=name)
+    assert_payload_can_run_but_did_not(checkpoints)
+    assert app.registry.loaded() in ([], ["tiny-random"])
 
 
 def raw_get(url: str, raw_path: str) -> int:
@@ -180,13 +197,12 @@ def test_file_route_serves_nothing_else(app, served, gradio_dir):
     assert raw_get(app.url, f"/gradio_api/file={loopback}") != 200
 
 
-def test_inputs_must_be_uploads_not_server_paths(app):
+def test_inputs_must_be_uploads_not_server_paths(app, videos):
     for path in ("/etc/passwd", str(REPO / "examples" / "red_ball.mp4")):
         video = {"path": path, "meta": {"_type": "gradio.FileData"}}
-        response = httpx.post(f"{app.url}gradio_api/call/segment", json={"data": [video, "the ball"]})
-        event = response.json()["event_id"]
-        stream = httpx.get(f"{app.url}gradio_api/call/segment/{event}", timeout=30).text
-        assert "event: error" in stream and "event: complete" not in stream
+        assert raw_api.call(app.url, "segment", raw_api.segment_data(video))[0] == "error"
+    assert raw_api.call(app.url, "segment", raw_api.segment_data(raw_api.upload(app.url, videos["small"])))[0] == \
+        "complete"  # the same request with an upload works
 
 
 def test_file_urls_do_not_reveal_the_session_id(app, client, served):
@@ -228,26 +244,3 @@ def test_app_entry_point_passes_the_limits_to_gradio(monkeypatch):
     assert backend.config.memory_budget_mb == 1234 and backend.config.max_pixels == 1_000_000
     assert backend.workspace.served and backend._slots._value == 3
     demo.close()
-
-
-def test_a_session_deletes_its_uploads_but_never_the_examples(gradio_dir, videos, tmp_path):
-    config = AppConfig(default_checkpoint="tiny-random", short_side=SHORT_SIDE, max_frames=4,
-                       examples_dir=REPO / "examples")
-    app = App(config, PredictorRegistry(), gradio_dir)
-    try:
-        examples = [p for p in leftover_files(gradio_dir) if p.name == "red_ball.mp4"]
-        assert examples  # Gradio's copy of the example, which every session's Examples click sends
-        client = app.client(tmp_path)
-        example = {"path": str(examples[0]), "meta": {"_type": "gradio.FileData"}}
-        out = dict(zip(("overlay",), client.predict(video=example, expressions="the red ball", api_name="/segment")))
-        assert out["overlay"]
-        segment(client, videos["small"], "the ball")  # an upload of its own
-        uploads = [p for p in leftover_files(gradio_dir) if p.name == "small.mp4"]
-        assert len(uploads) == 1
-        client.close()
-        deadline = time.monotonic() + 15
-        while uploads[0].exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not uploads[0].exists() and all(p.exists() for p in examples)
-    finally:
-        app.close()

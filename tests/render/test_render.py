@@ -83,6 +83,16 @@ def test_the_synthetic_masks_are_the_discs(segmentation):
             np.testing.assert_array_equal(result.mask(t, 0.5), distance(segmentation.frame_size, t, k) < RADIUS)
 
 
+def test_to_detections_carries_the_mask_box_and_score_of_a_frame(segmentation):
+    result = segmentation[1]
+    for t in (0, segmentation.num_frames - 1):
+        detections = result.to_detections(t)
+        assert len(detections) == 1 and detections.data["expression"].tolist() == [result.expression]
+        np.testing.assert_array_equal(detections.mask[0], distance(segmentation.frame_size, t, 1) < RADIUS)
+        np.testing.assert_allclose(detections.xyxy[0], result.boxes_xyxy()[t])
+        assert detections.confidence[0] == pytest.approx(result.frame_scores[t])
+
+
 # -- overlay ---------------------------------------------------------------------------------------------
 def test_overlay_colours_appear_inside_the_masks_only():
     rng = np.random.default_rng(0)

@@ -5,26 +5,32 @@ the tests can tell a re-render from a re-run.
 """
 
 import csv
+import html
 import importlib.util
 import json
+import math
 import pickle
+import random
+import re
 import socket
 import sys
 import types
 import zipfile
 from pathlib import Path
 
+import gradio as gr
 import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from referdino_demo.errors import ConfigError
 from referdino_demo.examples import synthetic_clip
 from referdino_demo.io import probe_video, write_video
 from referdino_demo.ui.gradio_app import build_demo
-from referdino_demo.ui.config import AppConfig, RunOptions
-from referdino_demo.ui.session import Backend, PredictorRegistry, View, gpu_seconds
+from referdino_demo.ui.config import CONTROLS, AppConfig, RunOptions, check_number
+from referdino_demo.ui.session import Backend, PredictorRegistry, View, gpu_seconds, message
 from referdino_demo.ui.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -301,6 +307,69 @@ def test_a_result_whose_video_was_cleaned_up_asks_for_a_new_upload(registry, cli
         result.render(View())
 
 
+# -- option checks and server paths ------------------------------------------------------------------------------
+def test_every_slider_offers_the_range_its_handler_accepts(registry, workspace):
+    sliders = {block.label: block for block in build_demo(CONFIG, registry, workspace).blocks.values()
+               if isinstance(block, gr.Slider)}
+    for name, control in CONTROLS.items():
+        if control.label not in sliders:
+            continue
+        slider, high = sliders[control.label], control.high or CONFIG.max_frames
+        if name == "frame":
+            continue  # its top is set by each result
+        assert check_number(name, slider.minimum, high) == slider.minimum
+        assert check_number(name, slider.maximum, high) == slider.maximum == high
+        assert check_number(name, slider.value, high) == slider.value
+    assert {"Mask threshold", "Max frames", "Pruning keep ratio (query_decay)"} <= set(sliders)
+
+
+def test_the_app_accepts_no_value_the_package_refuses():
+    """The app's ranges (what its sliders offer) lie within the package's option table (`options.OPTIONS`)."""
+    from referdino_demo.options import OPTIONS, check_option
+
+    shared = set(CONTROLS) & set(OPTIONS)
+    assert {"query_decay", "num_candidates", "threshold", "opacity", "stride", "max_frames", "short_side"} <= shared
+    for name in shared:
+        control, high = CONTROLS[name], CONTROLS[name].high or CONFIG.max_frames
+        low = control.low + (control.step if control.low_open else 0)
+        for value in (low, high, (low + high) / 2 if control.kind is float else (low + high) // 2):
+            assert check_option(name, value) == check_number(name, value, high)
+
+
+def test_check_number_accepts_its_range_and_names_option_value_and_range_otherwise():
+    rng = random.Random(0)
+    for name, control in CONTROLS.items():
+        high = control.high if control.high is not None else 7
+        span = high - control.low
+        for _ in range(200):
+            value = control.low + span * rng.uniform(-0.5, 1.5)
+            value = round(value) if control.kind is int and rng.random() < 0.7 else value
+            inside = (value > control.low if control.low_open else value >= control.low) and value <= high
+            inside = inside and (control.kind is float or float(value).is_integer())
+            for sent in (value, str(value)):  # HTTP clients may send numbers as text
+                if inside:
+                    assert check_number(name, sent, high) == pytest.approx(value)
+                else:
+                    expected = rf"\({name}\) must be .*{high:g}, got {re.escape(repr(sent))}"
+                    with pytest.raises(ConfigError, match=expected):
+                        check_number(name, sent, high)
+        for bad in (math.nan, math.inf, None, "", "x", True, [], {}):
+            with pytest.raises(ConfigError, match=rf"\({name}\) must be"):
+                check_number(name, bad, high)
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("Cannot open /tmp/gradio/4f2a/my clip.mp4 as a video", "Cannot open my clip.mp4 as a video"),
+    ("'/root/.cache/huggingface/hub/x.pth' cannot be read", "'x.pth' cannot be read"),
+    ("http://127.0.0.1:7860/gradio_api/file=/tmp/g/a/overlay.mp4", "http://127.0.0.1:7860/gradio_api/file=overlay.mp4"),
+    ("see https://huggingface.co/liangtm/referdino/resolve/main/x.pth", None),  # a URL stays whole
+    ("30000/1001 fps, 3 MB/s, and/or ~/.cache/x, <b>bold</b>", None),  # not paths
+    ("the folder /home/u/My Videos/clip.mp4", "the folder My Videos/clip.mp4"),  # no absolute path left
+])
+def test_messages_show_file_names_never_server_folders(text, shown):
+    assert message(text) == html.escape(shown or text, quote=False)
+
+
 # -- ZeroGPU ---------------------------------------------------------------------------------------------------
 def test_with_spaces_installed_the_model_call_runs_under_spaces_gpu_with_a_duration_from_the_frame_count(
         registry, clips, workspace, monkeypatch):
@@ -335,9 +404,31 @@ def test_app_entry_point_reads_flags_and_environment_and_loads_nothing_on_import
     monkeypatch.setenv("REFERDINO_MAX_FRAMES", "40")
     config = app.make_config(app.parse_args([]))
     assert config.default_checkpoint == "/models/ryt_swinb.pth" and config.max_frames == 40
-    assert ("/models/ryt_swinb.pth (custom)", "/models/ryt_swinb.pth") in config.checkpoint_choices()
+    assert ("ryt_swinb.pth (local file)", "local:ryt_swinb.pth") in config.checkpoint_choices()  # no server path
+    assert config.checkpoint_for("local:ryt_swinb.pth") == "/models/ryt_swinb.pth"
+    assert config.checkpoint_choice("/models/ryt_swinb.pth") == "local:ryt_swinb.pth"
+    with pytest.raises(ConfigError, match=r"Checkpoint \(checkpoint\) must be one of .*got '/models/ryt_swinb.pth'"):
+        config.checkpoint_for("/models/ryt_swinb.pth")  # the menu's values only: no path a client makes up
     assert len(config.examples()) == 2 and all(Path(video).is_file() for video, _ in config.examples())
     dev = app.make_config(app.parse_args(["--random-weights", "--checkpoint", "ryt_swinb.pth", "--concurrency", "3"]))
     assert dev.default_checkpoint == "tiny-random" and dev.concurrency == 3
     assert {"tiny-random", "liangtm/referdino/ryt_swinb.pth"} <= {value for _, value in dev.checkpoint_choices()}
     assert not hasattr(app, "demo")  # nothing built or loaded at import; `python app.py` does that
+
+
+def test_non_strict_reaches_the_loader_only_when_asked(monkeypatch):
+    spec = importlib.util.spec_from_file_location("referdino_app", REPO / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    seen = []
+
+    def loader(name, **options):
+        seen.append(options)
+        return object()
+
+    PredictorRegistry(loader=loader)._load("a.pth")
+    PredictorRegistry(loader=loader, strict=False)._load("a.pth")
+    assert seen == [{"device": None, "vocab": None}, {"device": None, "vocab": None, "strict": False}]
+    assert app.parse_args(["--non-strict"]).non_strict and not app.parse_args([]).non_strict
+    monkeypatch.setenv("REFERDINO_NON_STRICT", "1")
+    assert app.parse_args([]).non_strict
