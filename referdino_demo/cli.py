@@ -168,19 +168,25 @@ def run_reporting_errors(prog: str, handler, args) -> int:
     try:
         return handler(args)
     except ReferDinoError as err:
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        _error_line(f"{prog}: error: {one_line(err)}")
         return 1
     except Exception as err:  # out of memory while writing exports (segmenting reports its own MemoryBudgetError)
         from .predictor import is_out_of_memory
 
         if not is_out_of_memory(err):
             raise
-        print(f"{prog}: error: out of memory ({type(err).__name__}); lower --max-frames or --short-side, raise "
-              "--stride, or pass fewer expressions (files already written are complete)", file=sys.stderr)
+        _error_line(f"{prog}: error: out of memory ({type(err).__name__}); lower --max-frames or --short-side, raise "
+                    "--stride, or pass fewer expressions (files already written are complete)")
         return 1
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted (rerun the same command; finished work is kept)", file=sys.stderr)
+        _error_line(f"{prog}: interrupted (rerun the same command; finished work is kept)")
         return 130
+
+
+def _error_line(text: str) -> None:
+    """One write per line: processes sharing a terminal (torchrun's ranks) cannot interleave inside it."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

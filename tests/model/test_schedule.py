@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from referdino_demo.errors import VideoReadError
 from referdino_demo.model.outputs import FrameQueries
 from referdino_demo.model.schedule import STAGES, StageHooks, run_schedule
 from referdino_demo.preprocess.frames import preprocess_frames
@@ -83,7 +84,7 @@ def test_forward_is_the_schedule(tiny_model, pixels, texts):
 
 
 def test_an_empty_source_is_an_error(tiny_model, texts):
-    with pytest.raises(ValueError, match="no frames"):
+    with pytest.raises(VideoReadError, match="no frames"):
         run_schedule(tiny_model, lambda: iter([]), texts)
 
 
