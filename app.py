@@ -22,8 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from referdino_demo.checkpoints.hub import TINY_RANDOM
-from referdino_demo.cli import CHECKPOINT_ENV, default_checkpoint
+from referdino_demo.hub import CHECKPOINT_ENV, TINY_RANDOM, default_checkpoint
 from referdino_demo.errors import ReferDinoError
 from referdino_demo.ui.gradio_app import build_demo
 from referdino_demo.ui.config import AppConfig, environment_flag

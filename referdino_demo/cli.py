@@ -10,30 +10,16 @@ Errors a user can fix print one line and exit 1; usage errors exit 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from .checkpoints.hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
-from .errors import ReferDinoError, one_line
+from .hub import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM, default_checkpoint
+from .console import OneLineParser, run_reporting_errors
+from .errors import ConfigError
 from .options import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, option_type
 
 EXPORTS = ("png", "palette", "rle", "csv", "overlay", "heatmap")
 DEFAULT_EXPORTS = "png,rle,csv,overlay"
-CHECKPOINT_ENV = "REFERDINO_CHECKPOINT"
-
-
-def default_checkpoint() -> str:
-    return os.environ.get(CHECKPOINT_ENV, f"{HUB_REPO}/{DEFAULT_CHECKPOINT}")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line (`prog: error: ...`, exit 2) like every other error, with where to find help."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="referdino", description="ReferDINO referring video object segmentation")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -88,7 +74,7 @@ def parse_exports(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = sorted(set(names) - set(EXPORTS))
     if unknown:
-        raise ReferDinoError(f"unknown export {', '.join(unknown)}; choose from {','.join(EXPORTS)}")
+        raise ConfigError(f"unknown export {', '.join(unknown)}; choose from {','.join(EXPORTS)}")
     return names
 
 
@@ -155,38 +141,12 @@ def write_exports(segmentation, out: Path, exports: list[str], threshold: float,
 
 
 def run_download(args) -> int:
-    from .checkpoints.hub import download_checkpoint, load_hub_tokenizer
+    from .hub import download_checkpoint, load_hub_tokenizer
     from .preprocess.text import TOKENIZER_REPO
 
     print(download_checkpoint(args.checkpoint, args.repo))
     load_hub_tokenizer(TOKENIZER_REPO)
     return 0
-
-
-def run_reporting_errors(prog: str, handler, args) -> int:
-    """Run a command handler; errors a user can fix become one line on stderr and exit status 1."""
-    try:
-        return handler(args)
-    except ReferDinoError as err:
-        _error_line(f"{prog}: error: {one_line(err)}")
-        return 1
-    except Exception as err:  # out of memory while writing exports (segmenting reports its own MemoryBudgetError)
-        from .predictor import is_out_of_memory
-
-        if not is_out_of_memory(err):
-            raise
-        _error_line(f"{prog}: error: out of memory ({type(err).__name__}); lower --max-frames or --short-side, raise "
-                    "--stride, or pass fewer expressions (files already written are complete)")
-        return 1
-    except KeyboardInterrupt:
-        _error_line(f"{prog}: interrupted (rerun the same command; finished work is kept)")
-        return 130
-
-
-def _error_line(text: str) -> None:
-    """One write per line: processes sharing a terminal (torchrun's ranks) cannot interleave inside it."""
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

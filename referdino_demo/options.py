@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 DEFAULT_SHORT_SIDE = 360  # model input short side, as in the official inference scripts
+DEFAULT_QUERY_DECAY = 0.5  # the pruning keep ratio per decoder layer (official `query_decay`): 900 -> 450 -> ... -> 15
 # Cap on the resized long side (the official code has none): 16:9 at short side 360 is 640, 5.3:1 reaches 1920.
 # Without it a 16000x16 strip (few pixels) becomes a 360000x360 model input.
 DEFAULT_MAX_LONG_SIDE = 1920

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints.hub import TINY_RANDOM
+from .hub import TINY_RANDOM
 from .errors import ConfigError, InputLimitError, MemoryBudgetError, ReferDinoError, VideoReadError
 from .io.clip import REENCODE
 from .io.video_reader import VideoFrames, VideoInfo, iter_video

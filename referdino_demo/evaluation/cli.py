@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..checkpoints.hub import HUB_REPO
-from ..cli import CHECKPOINT_ENV, OneLineParser
+from ..hub import CHECKPOINT_ENV, HUB_REPO
+from ..console import OneLineParser
 from ..errors import ConfigError
 from ..options import DEFAULT_SHORT_SIDE, option_type
 from .datasets import BENCHMARKS, DEFAULT_SPLITS
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m referdino_demo.evaluation`` (also under torchrun)."""
     parser = add_arguments(OneLineParser(prog="python -m referdino_demo.evaluation", description=DESCRIPTION))
     args = parser.parse_args(argv)
-    from ..cli import run_reporting_errors
+    from ..console import run_reporting_errors
 
     return run_reporting_errors("referdino evaluate", run_evaluate, args)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, ExpressionError, ReferDinoError
 from ..output_files import atomic_write, check_output_folder, output_errors
-from ..options import check_option, check_options
+from ..options import DEFAULT_SHORT_SIDE, check_option, check_options
 from . import distributed, scoring, writers
 from .datasets import EvalDataset, VideoSample, open_dataset
 
@@ -68,7 +68,7 @@ class EvaluationResult:
 def evaluate(predictor, dataset: EvalDataset | str | Path, out_dir: str | Path, *, split: str | None = None,
              benchmark: str | None = None, threshold: float = 0.5, resume: bool = True, rank: int = 0,
              world_size: int = 1, progress: bool = True, obj_threshold: float = 0.2,
-             max_frames: int | None = None, short_side: int = 360, query_decay: float | None = None,
+             max_frames: int | None = None, short_side: int = DEFAULT_SHORT_SIDE, query_decay: float | None = None,
              ) -> EvaluationResult:
     """Evaluate ``predictor`` on one benchmark split; every process of a torchrun job calls this.
 

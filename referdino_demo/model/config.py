@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..options import DEFAULT_QUERY_DECAY
 
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is about 2 KB; reading more is refused
 
@@ -142,7 +143,7 @@ class ReferDinoConfig:
     layer_norm_eps: float = 1e-5
     input_proj_groups: int = 32
     # ReferDINO additions.
-    query_decay: float = 0.5
+    query_decay: float = DEFAULT_QUERY_DECAY
     tracking_alpha: float = 0.1
     temporal_layers: int = 3
     temporal_heads: int = 8
@@ -293,7 +294,7 @@ class ReferDinoConfig:
             decoder_points=args.get("dec_n_points", 4), num_feature_levels=args.get("num_feature_levels", 4),
             num_queries=args.get("num_queries", 900), max_text_len=args.get("max_text_len", 256),
             position_temperature=args.get("pe_temperatureH", 20),
-            query_decay=args.get("query_decay", 0.5), tracking_alpha=args.get("tracking_alpha", 0.1),
+            query_decay=args.get("query_decay", DEFAULT_QUERY_DECAY), tracking_alpha=args.get("tracking_alpha", 0.1),
             temporal_layers=args.get("temporal_layer", 3), temporal_heads=args.get("nheads", 8),
             mask_layers=seg.get("n_layers", 3), mask_heads=seg.get("n_heads", 8), mask_points=seg.get("n_points", 16),
             name=f"official:{name}",

@@ -162,7 +162,7 @@ def load_tokenizer(vocab: str | Path | None = None):
     from transformers import BertTokenizer
 
     if vocab is None:
-        from ..checkpoints.hub import load_hub_tokenizer
+        from ..hub import load_hub_tokenizer
 
         return load_hub_tokenizer(TOKENIZER_REPO)
     path = Path(vocab)

@@ -8,9 +8,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoints.hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
+from ..hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
 from ..errors import ConfigError
 from ..io.video_reader import DEFAULT_MAX_PIXELS
+from ..options import DEFAULT_QUERY_DECAY, DEFAULT_SHORT_SIDE
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 LOCAL = "local:"  # menu values of local checkpoint files: "local:" + file name (the page never shows server paths)
@@ -35,7 +36,7 @@ class Control:
 # The single table of the app's numeric inputs: the sliders are built from it and every handler checks its inputs
 # against it (`check_number`), whatever sent them (the page or an HTTP client).
 CONTROLS = {
-    "query_decay": Control("Pruning keep ratio (query_decay)", float, 0, 1, 0.05, 0.5, low_open=True,
+    "query_decay": Control("Pruning keep ratio (query_decay)", float, 0, 1, 0.05, DEFAULT_QUERY_DECAY, low_open=True,
                            info="share of queries each decoder layer keeps; lower is faster"),
     "num_candidates": Control("Candidate queries to keep", int, 1, 10, 1, 5,
                               info="the best queries by mean score; the first is the official choice"),
@@ -43,7 +44,7 @@ CONTROLS = {
     "opacity": Control("Overlay / heatmap opacity", float, 0, 1, 0.05, 0.5),
     "stride": Control("Stride: keep every N-th frame", int, 1, 10, 1, 1),
     "max_frames": Control("Max frames", int, 1, None, info="longer clips are subsampled evenly to this many frames"),
-    "short_side": Control("Model input short side (px)", int, 128, 720, 8, 360),
+    "short_side": Control("Model input short side (px)", int, 128, 720, 8, DEFAULT_SHORT_SIDE),
     "frame": Control("Frame", int, 0, None),
     "candidate": Control("Candidate query", int, 0, None),
     "example": Control("Example", int, 0, None),
@@ -128,7 +129,7 @@ class AppConfig:
     max_duration_s: float = 120.0
     max_upload_mb: float = 200.0
     max_expressions: int = 8
-    short_side: int = 360
+    short_side: int = DEFAULT_SHORT_SIDE
     concurrency: int = 1
     examples_dir: Path | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -195,11 +196,11 @@ class RunOptions:
 
     checkpoint: str
     dtype: str = "auto"
-    query_decay: float = 0.5
+    query_decay: float = DEFAULT_QUERY_DECAY
     num_candidates: int = 5
     stride: int = 1
     max_frames: int = 96
-    short_side: int = 360
+    short_side: int = DEFAULT_SHORT_SIDE
 
     def segment_kwargs(self, config: AppConfig) -> dict:
         return dict(stride=int(self.stride), max_frames=min(int(self.max_frames), config.max_frames),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..checkpoints.hub import TINY_RANDOM
+from ..hub import TINY_RANDOM
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadError, ReferDinoError
 from .config import CONTROLS, DTYPES, AppConfig, RunOptions, check_choice, check_number
 from .session import Backend, PredictorRegistry, SessionResult, View, as_text, hide_paths, message

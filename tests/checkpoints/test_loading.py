@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from referdino_demo.checkpoints.hub import split_hub_name
+from referdino_demo.hub import split_hub_name
 from referdino_demo.checkpoints.loading import from_pretrained
 from referdino_demo.errors import CheckpointNotFoundError
 from referdino_demo.model import ReferDinoModel

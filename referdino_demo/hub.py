@@ -1,18 +1,25 @@
-"""Where checkpoints come from: the Hugging Face Hub (through huggingface_hub's cache) or a local path.
+"""What comes from the Hugging Face Hub (through huggingface_hub's cache): the checkpoints and the tokenizer.
 
 The official release lives in the model repository `liangtm/referdino`, one `.pth` file per variant.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CheckpointNotFoundError
+from .errors import CheckpointNotFoundError
 
 HUB_REPO = "liangtm/referdino"
 DEFAULT_CHECKPOINT = "ryt_mevis_swinb.pth"
 TINY_RANDOM = "tiny-random"
+CHECKPOINT_ENV = "REFERDINO_CHECKPOINT"  # the default checkpoint of the app and the CLI, when set
+
+
+def default_checkpoint() -> str:
+    """$REFERDINO_CHECKPOINT, else the released demo checkpoint on the Hub."""
+    return os.environ.get(CHECKPOINT_ENV, f"{HUB_REPO}/{DEFAULT_CHECKPOINT}")
 
 
 @dataclass(frozen=True)
