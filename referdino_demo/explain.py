@@ -18,8 +18,9 @@ from .model.backbone import VisualFeatures
 from .model.modeling import TextFeatures
 from .model.outputs import FrameQueries
 from .model.schedule import ChunkStages, StageHooks, run_schedule
+from .options import DEFAULT_SHORT_SIDE
 from .postprocess import frame_scores, select_query
-from .preprocess.frames import DEFAULT_SHORT_SIDE, preprocess_frames
+from .preprocess.frames import preprocess_frames
 from .preprocess.text import caption_for, tokenize
 
 __all__ = ["ClipStages", "SamplingPoints", "mask_sampling_points", "run_stages", "time_detect"]

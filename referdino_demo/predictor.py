@@ -30,10 +30,9 @@ from .io.video_reader import VideoFrames, VideoInfo, iter_video
 from .model import ReferDinoModel
 from .model.backbone import feature_map_sizes
 from .model.schedule import StageHooks, VideoQueries, run_schedule
-from .options import check_option, check_options
+from .options import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, check_option, check_options
 from .postprocess import choose_candidates, frame_scores
-from .preprocess.frames import (DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, check_input_size, preprocess_frames,
-                                resized_size)
+from .preprocess.frames import check_input_size, preprocess_frames, resized_size
 from .preprocess.text import (MAX_EXPRESSION_CHARS, caption_for, load_tokenizer, quoted, synthetic_tokenizer, tokenize,
                               validate_expressions)
 from .results import ExpressionResult, VideoSegmentation

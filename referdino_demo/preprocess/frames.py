@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError, InputLimitError
-from ..options import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE  # noqa: F401 (re-exported)
+from ..options import DEFAULT_SHORT_SIDE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -29,7 +29,7 @@ from PIL import Image
 from ..errors import ReferDinoError
 from ..export import export_coco_rle, export_csv, export_png_zip
 from ..predictor import ReferDinoPredictor
-from ..preprocess.frames import DEFAULT_SHORT_SIDE
+from ..options import DEFAULT_SHORT_SIDE
 from ..render import plot_scores, render_frame, render_heatmap_frame, render_overlay_video
 from ..results import VideoSegmentation
 

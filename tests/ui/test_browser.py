@@ -184,3 +184,21 @@ def test_closing_the_page_removes_the_session_files(page, workspace):
     while sessions[0].exists() and time.monotonic() < deadline:
         time.sleep(0.25)
     assert not sessions[0].exists()
+
+
+def test_clicking_an_example_fills_the_inputs_and_it_segments(page, url):
+    """The examples are listed by file name only (the page's config is public); a click fills the video and the
+    expressions, ready to segment. A fresh page, so nothing of the tests above is on it."""
+    fresh = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        fresh.goto(url)
+        example = fresh.get_by_text("crossing.mp4", exact=True)
+        expect(example).to_be_visible()
+        example.click()
+        expect(fresh.locator("#input-video video")).to_have_attribute("src", re.compile(r"crossing\.mp4$"))
+        expect(fresh.locator("#expressions textarea")).to_have_value(re.compile(r"^the yellow car driving right\n"))
+        fresh.locator("#segment-button").click()
+        expect(fresh.locator("#overlay-video video")).to_have_attribute("src", re.compile(r"overlay\.mp4$"))
+        expect(fresh.locator("#result-info")).to_contain_text("the yellow car driving right")
+    finally:
+        fresh.close()
