@@ -63,27 +63,27 @@ def options_nan(predictor, folder):
 
 def checkpoint_huge_ffn(predictor, folder):
     """A saved folder whose config declares ffn_dim 10^7 (allocated until killed before the bounds)."""
-    from referdino_demo.model import ReferDinoModel
+    from referdino_demo.checkpoints import load_model, save_model
 
     path = folder / "huge"
-    predictor.model.save_pretrained(path)
+    save_model(predictor.model, path)
     config = json.loads((path / "config.json").read_text())
     config["ffn_dim"] = 10**7
     (path / "config.json").write_text(json.dumps(config))
-    ReferDinoModel.from_pretrained(path)
+    load_model(path)
 
 
 def checkpoint_expanded_tensor(predictor, folder):
     """An official-format .pth with a 1 KB tensor that declares 10^7 x 256 elements (zero strides)."""
     import torch
 
-    from referdino_demo.model import ReferDinoModel
+    from referdino_demo.checkpoints import load_model
 
     path = folder / "expanded.pth"
     state = {"transformer.decoder.layers.0.linear1.weight": torch.zeros(256).expand(10**7, 256),
              "backbone.0.patch_embed.proj.weight": torch.zeros(96, 3, 4, 4)}
     torch.save({"model_state_dict": state}, path)
-    ReferDinoModel.from_pretrained(path)
+    load_model(path)
 
 
 CASES = {f.__name__: f for f in (ordinary, text_100kb, text_official_mask_30kb, lines_20000, strip_16000x16,

@@ -27,6 +27,7 @@ from .hub import TINY_RANDOM
 from .errors import ConfigError, InputLimitError, MemoryBudgetError, ReferDinoError, VideoReadError
 from .io.clip import REENCODE
 from .io.video_reader import VideoFrames, VideoInfo, iter_video
+from .checkpoints import load_model
 from .model import ReferDinoModel
 from .model.backbone import feature_map_sizes
 from .model.schedule import StageHooks, VideoQueries, run_schedule
@@ -191,7 +192,7 @@ class ReferDinoPredictor:
         # A local vocabulary is checked before the weights load; the Hub's is fetched after, so that a bad
         # checkpoint is not reported only after waiting for the network.
         tokenizer = load_tokenizer(vocab) if vocab is not None else None
-        model = ReferDinoModel.from_pretrained(checkpoint, filename, strict=strict)
+        model = load_model(checkpoint, filename, strict=strict)
         if tokenizer is None:
             tokenizer = synthetic_tokenizer() if str(checkpoint) == TINY_RANDOM else load_tokenizer()
         name = str(checkpoint) if filename is None else f"{checkpoint}/{filename}"

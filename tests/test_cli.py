@@ -66,10 +66,10 @@ def test_module_entry_point_and_usage_errors():
 def test_a_checkpoint_with_unexplained_keys_needs_non_strict_and_is_marked_partial(video, tmp_path, capsys, vocab):
     from safetensors.torch import load_file, save_file
 
-    from referdino_demo.checkpoints.loading import tiny_random_model
+    from referdino_demo.checkpoints.loading import save_model, tiny_random_model
 
     folder = tmp_path / "variant"
-    tiny_random_model().save_pretrained(folder)
+    save_model(tiny_random_model(), folder)
     state = load_file(str(folder / "model.safetensors"))
     state["head.extra_classifier.weight"] = torch.zeros(3, 4)  # a key of a fine-tuned variant, say
     save_file(state, str(folder / "model.safetensors"))

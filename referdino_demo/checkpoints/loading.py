@@ -33,7 +33,7 @@ WEIGHTS_NAME = "model.safetensors"
 
 @dataclass
 class LoadReport:
-    """What a load left out, set as `model.load_report` by `from_pretrained`.
+    """What a load left out, set as `model.load_report` by `load_model`.
 
     ignored: checkpoint keys that were not loaded (no place in the model, wrong shape, inconsistent copies);
     left_initial: model parameters and buffers that kept their initial (random) values. Both are empty after a
@@ -84,7 +84,7 @@ def tiny_random_model(seed: int = 0) -> ReferDinoModel:
     return model.eval()
 
 
-def save_pretrained(model: ReferDinoModel, directory: str | Path) -> Path:
+def save_model(model: ReferDinoModel, directory: str | Path) -> Path:
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -112,14 +112,14 @@ def verify_sha256(path: Path, expected: str) -> None:
                                       "the one published; delete it and download it again")
 
 
-def from_pretrained(source: str | Path = TINY_RANDOM, filename: str | None = None,
+def load_model(source: str | Path = TINY_RANDOM, filename: str | None = None,
                     config: ReferDinoConfig | None = None, sha256: str | None = None,
                     strict: bool = True) -> ReferDinoModel:
     """Load a model in eval mode on the CPU; `model.load_report` says what, if anything, was left out.
 
     source: `"tiny-random"`; a Hub repository (`"liangtm/referdino"`, with `filename` or the default
     checkpoint) or a released file name (`"ryt_swinb.pth"`); a local official `.pth` (a bare state dict or the
-    official trainer's file); a folder saved by `save_pretrained`. `config` overrides the configuration inferred
+    official trainer's file); a folder saved by `save_model`. `config` overrides the configuration inferred
     for an official `.pth`. `sha256`, when given (or known for a released file), is checked before the file is
     read.
 
@@ -131,7 +131,7 @@ def from_pretrained(source: str | Path = TINY_RANDOM, filename: str | None = Non
     json say about the file.
     """
     try:
-        return _from_pretrained(source, filename, config, sha256, strict)
+        return _load_model(source, filename, config, sha256, strict)
     except (CheckpointNotFoundError, CheckpointMismatchError):
         raise
     except ReferDinoError as err:  # e.g. a ConfigError about a saved config: still this checkpoint's problem
@@ -146,7 +146,7 @@ def _name(source, filename) -> str:
     return f"{source}{'/' + filename if filename else ''}"
 
 
-def _from_pretrained(source, filename, config, sha256, strict) -> ReferDinoModel:
+def _load_model(source, filename, config, sha256, strict) -> ReferDinoModel:
     if str(source) == TINY_RANDOM:
         return tiny_random_model()
     path = Path(source)
@@ -183,7 +183,7 @@ def _load_folder(directory: Path, strict: bool = True) -> ReferDinoModel:
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     missing = [p.name for p in (config_path, weights_path) if not os.path.lexists(p)]
     if missing:
-        raise CheckpointNotFoundError(f"{directory} should hold {CONFIG_NAME} and {WEIGHTS_NAME} (save_pretrained's "
+        raise CheckpointNotFoundError(f"{directory} should hold {CONFIG_NAME} and {WEIGHTS_NAME} (save_model's "
                                       f"layout); {' and '.join(missing)} missing")
     regular_file(weights_path, "weights file")
     try:
@@ -191,7 +191,7 @@ def _load_folder(directory: Path, strict: bool = True) -> ReferDinoModel:
     except ConfigError as err:
         raise CheckpointMismatchError(f"checkpoint {directory} could not be loaded (ConfigError: {err}). Its "
                                       f"{CONFIG_NAME} is not a usable ReferDINO config: download or export it again "
-                                      "(save_pretrained), or fix that field") from err
+                                      "(save_model), or fix that field") from err
     model = ReferDinoModel(config)
     state = load_file(str(weights_path))
     fit = fit_state_dict(state, model.state_dict())

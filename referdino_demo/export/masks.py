@@ -31,7 +31,7 @@ from PIL import Image
 
 from referdino_demo.errors import ReferDinoError
 from referdino_demo.output_files import atomic_write
-from referdino_demo.render.chunks import DEFAULT_CHUNK, iter_logit_chunks, iter_mask_chunks
+from referdino_demo.mask_chunks import DEFAULT_CHUNK, iter_logit_chunks, iter_mask_chunks
 from referdino_demo.results import VideoSegmentation
 
 

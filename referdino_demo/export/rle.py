@@ -31,7 +31,7 @@ import supervision as sv
 
 from referdino_demo.errors import ConfigError
 from referdino_demo.output_files import atomic_write
-from referdino_demo.render.chunks import DEFAULT_CHUNK, iter_mask_chunks
+from referdino_demo.mask_chunks import DEFAULT_CHUNK, iter_mask_chunks
 from referdino_demo.results import VideoSegmentation
 
 FORMAT = "referdino-demo/coco-rle"

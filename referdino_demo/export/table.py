@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from referdino_demo.output_files import atomic_write
-from referdino_demo.render.chunks import DEFAULT_CHUNK, iter_frame_stats
+from referdino_demo.mask_chunks import DEFAULT_CHUNK, iter_frame_stats
 from referdino_demo.results import VideoSegmentation
 
 COLUMNS = ("frame_index", "source_frame_index", "time_s", "expression", "expression_index", "score",

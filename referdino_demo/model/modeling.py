@@ -51,22 +51,6 @@ class ReferDinoModel(nn.Module):
         self.mask_decoder = MaskDecoder(config)
         set_deformable_sampler(self, "gather")
 
-    @classmethod
-    def from_pretrained(cls, source="tiny-random", filename: str | None = None,
-                        config: ReferDinoConfig | None = None, sha256: str | None = None,
-                        strict: bool = True) -> "ReferDinoModel":
-        """See `referdino_demo.checkpoints.loading.from_pretrained`: strict by default; `strict=False` loads the
-        keys that fit and records what did not in `model.load_report` (a `LoadReport`)."""
-        from ..checkpoints.loading import from_pretrained
-
-        return from_pretrained(source, filename, config, sha256, strict=strict)
-
-    def save_pretrained(self, directory) -> None:
-        """Write `config.json` and `model.safetensors` into `directory`."""
-        from ..checkpoints.loading import save_pretrained
-
-        save_pretrained(self, directory)
-
     @property
     def device(self) -> torch.device:
         return self.query_selection.tgt_embed.weight.device

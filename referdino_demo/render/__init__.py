@@ -5,7 +5,6 @@ frame left unchanged, RGB ``(H, W, 3)`` uint8 in and out. Expression i is drawn 
 """
 
 from referdino_demo.render.banner import UNTRAINED_TEXT, BannerRenderer
-from referdino_demo.render.chunks import iter_frame_stats, iter_mask_chunks
 from referdino_demo.render.heatmap import HeatmapRenderer
 from referdino_demo.render.overlay import OverlayRenderer
 from referdino_demo.render.palette import PALETTE, color_for, hex_color
@@ -20,8 +19,6 @@ __all__ = [
     "OverlayRenderer",
     "color_for",
     "hex_color",
-    "iter_frame_stats",
-    "iter_mask_chunks",
     "plot_scores",
     "render_frame",
     "render_heatmap_frame",

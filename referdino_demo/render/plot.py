@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from referdino_demo.render.chunks import DEFAULT_CHUNK, iter_frame_stats
+from referdino_demo.mask_chunks import DEFAULT_CHUNK, iter_frame_stats
 from referdino_demo.render.palette import hex_color
 from referdino_demo.render.text import drawable_text
 from referdino_demo.results import VideoSegmentation

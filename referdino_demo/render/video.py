@@ -19,7 +19,7 @@ from referdino_demo.errors import ReferDinoError
 from referdino_demo.io.video_writer import VideoWriter
 from referdino_demo.render._pixels import check_frame
 from referdino_demo.render.banner import PARTIAL_TEXT, UNTRAINED_TEXT, BannerRenderer
-from referdino_demo.render.chunks import DEFAULT_CHUNK, iter_logit_chunks, iter_mask_chunks
+from referdino_demo.mask_chunks import DEFAULT_CHUNK, iter_logit_chunks, iter_mask_chunks
 from referdino_demo.render.heatmap import HeatmapRenderer
 from referdino_demo.render.overlay import OverlayRenderer
 from referdino_demo.render.palette import color_for

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from referdino_demo.checkpoints.loading import from_pretrained
+from referdino_demo.checkpoints.loading import load_model
 from referdino_demo.errors import CheckpointMismatchError, ConfigError
 from referdino_demo.model import ReferDinoConfig, ReferDinoModel
 from referdino_demo.model.config import LIMITS, MAX_PARAMETERS, SwinSettings, TextSettings
@@ -154,7 +154,7 @@ def test_a_bad_saved_config_is_a_checkpoint_error_before_anything_is_built(tmp_p
         start = time.perf_counter()
         field_name = path.split("[")[0]
         with pytest.raises(CheckpointMismatchError, match=rf"could not be loaded \(ConfigError: .*{field_name}"):
-            from_pretrained(folder)
+            load_model(folder)
         assert time.perf_counter() - start < 2
 
 

@@ -2,14 +2,13 @@ import pytest
 import torch
 
 from referdino_demo.hub import split_hub_name
-from referdino_demo.checkpoints.loading import from_pretrained
+from referdino_demo.checkpoints.loading import load_model, save_model
 from referdino_demo.errors import CheckpointNotFoundError
-from referdino_demo.model import ReferDinoModel
 
 
 def test_save_and_load_round_trip(tmp_path, tiny_model):
-    tiny_model.save_pretrained(tmp_path / "m")
-    loaded = ReferDinoModel.from_pretrained(tmp_path / "m")
+    save_model(tiny_model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
     assert loaded.config == tiny_model.config and loaded.untrained
     for key, value in tiny_model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
@@ -30,14 +29,14 @@ def test_offline_and_not_cached_says_what_to_download(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     with pytest.raises(CheckpointNotFoundError) as err:
-        from_pretrained("liangtm/referdino", "ryt_swinb.pth")
+        load_model("liangtm/referdino", "ryt_swinb.pth")
     message = str(err.value)
     assert "https://huggingface.co/liangtm/referdino/resolve/main/ryt_swinb.pth" in message and "--checkpoint" in message
 
 
 def test_unknown_source_is_explained():
     with pytest.raises(CheckpointNotFoundError, match="tiny-random"):
-        from_pretrained("/no/such/file.pth")
+        load_model("/no/such/file.pth")
 
 
 def test_sha256_is_checked_when_known(parity_dir, tmp_path):
@@ -54,7 +53,7 @@ def test_sha256_is_checked_when_known(parity_dir, tmp_path):
     data[-10] ^= 0xFF
     copy.write_bytes(bytes(data))
     with pytest.raises(CheckpointMismatchError, match="sha256"):
-        from_pretrained(copy, sha256=published)
+        load_model(copy, sha256=published)
 
 
 @pytest.mark.parametrize("damage", ["config_not_json", "config_wrong_field", "weights_cut"])
@@ -62,7 +61,7 @@ def test_damaged_folder_is_a_checkpoint_error_not_a_library_traceback(tmp_path, 
     from referdino_demo.errors import CheckpointMismatchError
 
     folder = tmp_path / "m"
-    tiny_model.save_pretrained(folder)
+    save_model(tiny_model, folder)
     if damage == "config_not_json":
         (folder / "config.json").write_text("{not json")
     elif damage == "config_wrong_field":
@@ -71,4 +70,4 @@ def test_damaged_folder_is_a_checkpoint_error_not_a_library_traceback(tmp_path, 
         weights = folder / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CheckpointMismatchError, match="could not be loaded .* download or export it again"):
-        ReferDinoModel.from_pretrained(folder)
+        load_model(folder)

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from referdino_demo.checkpoints.loading import LoadReport, from_pretrained
+from referdino_demo.checkpoints.loading import LoadReport, load_model, save_model
 from referdino_demo.errors import CheckpointMismatchError
-from referdino_demo.model import ReferDinoModel
 
 
 def _same_weights(model, reference, skip=()) -> list[str]:
@@ -35,7 +34,7 @@ def test_the_official_trainers_file_loads(tmp_path, official_state, fixture_mode
                 "optimizer_state_dict": optimizer.state_dict(), "scheduler_state_dict": scheduler.state_dict(),
                 "grad_scaler_state_dict": scaler.state_dict(), "best_loss": math.inf, "best_mAP": np.float64(0.41),
                 "args": argparse.Namespace(lr=1e-4, lr_drop=[3, 5], version="swint", nested={"a": [1, 2.5]})}, path)
-    model = from_pretrained(path, config=fixture_model.config)
+    model = load_model(path, config=fixture_model.config)
     assert _same_weights(model, fixture_model) == []
     assert not model.untrained and model.load_report == LoadReport([], [], strict=True)
 
@@ -54,7 +53,7 @@ def damaged_official(tmp_path_factory, official_state):
 
 def test_strict_refuses_naming_the_keys_and_the_override(damaged_official, fixture_model):
     with pytest.raises(CheckpointMismatchError) as err:
-        from_pretrained(damaged_official, config=fixture_model.config)
+        load_model(damaged_official, config=fixture_model.config)
     message = str(err.value)
     for part in ("1 checkpoint keys have no place in the model: transformer.extra_head.weight",
                  "1 model parameters are not in the checkpoint: pixel_decoder.out_lay.bias",
@@ -63,7 +62,7 @@ def test_strict_refuses_naming_the_keys_and_the_override(damaged_official, fixtu
 
 
 def test_strict_false_loads_what_fits_and_reports_the_rest(damaged_official, fixture_model):
-    model = ReferDinoModel.from_pretrained(damaged_official, config=fixture_model.config, strict=False)
+    model = load_model(damaged_official, config=fixture_model.config, strict=False)
     report = model.load_report
     assert report.partial and not report.strict
     assert report.ignored == ["feat_map.bias", "transformer.extra_head.weight"]
@@ -81,7 +80,7 @@ def test_strict_false_loads_what_fits_and_reports_the_rest(damaged_official, fix
 @pytest.fixture
 def mismatched_folder(tmp_path, tiny_model):
     folder = tmp_path / "mismatched"
-    tiny_model.save_pretrained(folder)
+    save_model(tiny_model, folder)
     config = json.loads((folder / "config.json").read_text())
     config["num_queries"] *= 2  # weights for 300 queries, a config for 600
     (folder / "config.json").write_text(json.dumps(config))
@@ -92,17 +91,17 @@ def test_a_folder_that_does_not_fit_its_config_is_refused_then_loaded_partially(
     with pytest.raises(CheckpointMismatchError, match=r"does not fit its config\.json: 1 shapes differ .*"
                                                       r"query_selection\.tgt_embed\.weight: checkpoint \(300, 256\) "
                                                       r"vs model \(600, 256\).*strict=False"):
-        from_pretrained(mismatched_folder)
-    model = from_pretrained(mismatched_folder, strict=False)
+        load_model(mismatched_folder)
+    model = load_model(mismatched_folder, strict=False)
     assert model.load_report.ignored == model.load_report.left_initial == ["query_selection.tgt_embed.weight"]
     assert model.load_report.partial and "1 checkpoint keys ignored" in model.load_report.summary()
     assert _same_weights(model, tiny_model, skip=["query_selection.tgt_embed.weight"]) == []
 
 
 def test_strict_loads_record_an_empty_report(tmp_path, tiny_model):
-    tiny_model.save_pretrained(tmp_path / "m")
-    for model in (from_pretrained("tiny-random"), from_pretrained(tmp_path / "m"),
-                  from_pretrained(tmp_path / "m", strict=False)):
+    save_model(tiny_model, tmp_path / "m")
+    for model in (load_model("tiny-random"), load_model(tmp_path / "m"),
+                  load_model(tmp_path / "m", strict=False)):
         assert model.load_report.ignored == model.load_report.left_initial == []
         assert not model.load_report.partial and model.load_report.summary().startswith("complete load")
 

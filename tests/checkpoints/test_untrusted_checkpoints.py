@@ -12,21 +12,21 @@ import pytest
 import torch
 
 from referdino_demo.checkpoints.convert import convert_official_state_dict
-from referdino_demo.checkpoints.loading import check_storage, config_from_official_state_dict, from_pretrained
+from referdino_demo.checkpoints.loading import check_storage, config_from_official_state_dict, load_model, save_model
 from referdino_demo.errors import CheckpointMismatchError, CheckpointNotFoundError
 
 SWIN_T_STEM = torch.zeros(96, 3, 4, 4)
 
 
 def _load_in_thread(*args, timeout: float = 60, unblock=(), **kwargs):
-    """from_pretrained(*args) in a thread: its exception, or a test failure (not a hang) if it blocks.
+    """load_model(*args) in a thread: its exception, or a test failure (not a hang) if it blocks.
 
     `unblock`: FIFOs to open for writing if the load blocks, so that the thread ends after the failure."""
     result = {}
 
     def target():
         try:
-            from_pretrained(*args, **kwargs)
+            load_model(*args, **kwargs)
             result["error"] = None
         except BaseException as err:  # noqa: BLE001 - handed to the test
             result["error"] = err
@@ -54,7 +54,7 @@ def swin_t_manifest(parity_dir):
 
 @pytest.fixture
 def saved(tmp_path, tiny_model):
-    return tiny_model.save_pretrained(tmp_path / "saved") or tmp_path / "saved"
+    return save_model(tiny_model, tmp_path / "saved") or tmp_path / "saved"
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
@@ -79,29 +79,29 @@ def test_a_fifo_is_refused_without_blocking(tmp_path, saved, where):
 def test_devices_sockets_and_folders_are_refused_by_type(tmp_path, saved):
     if os.path.exists("/dev/zero"):  # reading it would never end
         with pytest.raises(CheckpointMismatchError, match="character device, not a regular file"):
-            from_pretrained("/dev/zero")
+            load_model("/dev/zero")
     sock_path = tmp_path / "s.pth"
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(sock_path))
         with pytest.raises(CheckpointMismatchError, match="socket, not a regular file"):
-            from_pretrained(sock_path)
+            load_model(sock_path)
     for name in ("config.json", "model.safetensors"):
         (saved / name).rename(saved / (name + ".bak"))
         (saved / name).mkdir()
         with pytest.raises(CheckpointMismatchError, match=f"{name} is a folder, not a regular file"):
-            from_pretrained(saved)
+            load_model(saved)
         (saved / name).rmdir()
         (saved / (name + ".bak")).rename(saved / name)
     (saved / "config.json").unlink()
     with pytest.raises(CheckpointNotFoundError, match="config.json missing"):
-        from_pretrained(saved)
+        load_model(saved)
 
 
 def test_an_oversized_config_json_is_not_read_whole(saved):
     with open(saved / "config.json", "a") as f:
         f.write(" " * (2 << 20))
     with pytest.raises(CheckpointMismatchError, match="larger than 1,048,576 bytes"):
-        from_pretrained(saved)
+        load_model(saved)
 
 
 def test_a_zero_stride_tensor_is_refused_before_it_is_used(tmp_path):
@@ -112,7 +112,7 @@ def test_a_zero_stride_tensor_is_refused_before_it_is_used(tmp_path):
     assert path.stat().st_size < 100_000  # what the file costs on disk
     start = time.perf_counter()
     with pytest.raises(CheckpointMismatchError, match=r"transformer\.decoder\.layers\.0\.linear1\.weight .*overlap"):
-        from_pretrained(path)
+        load_model(path)
     assert time.perf_counter() - start < 10
 
 
@@ -181,5 +181,5 @@ def test_a_pickle_needing_code_is_refused_and_the_objects_named(tmp_path):
     path = tmp_path / "custom.pth"
     torch.save({"model_state_dict": {"transformer.decoder.norm.weight": torch.ones(2)}, "args": _Unsafe()}, path)
     with pytest.raises(CheckpointMismatchError, match=r"refused on purpose") as err:
-        from_pretrained(path)
+        load_model(path)
     assert "system" in str(err.value) and "model_state_dict" in str(err.value)

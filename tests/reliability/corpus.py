@@ -205,7 +205,7 @@ def make_checkpoints(folder: Path, tiny_model) -> dict[str, Path]:
     import json
     import shutil
 
-    from referdino_demo.checkpoints.loading import save_pretrained
+    from referdino_demo.checkpoints.loading import save_model
 
     folder.mkdir(parents=True, exist_ok=True)
     official = {"model_state_dict": {"transformer.decoder.layers.0.linear1.weight": torch.zeros(64, 32),
@@ -214,7 +214,7 @@ def make_checkpoints(folder: Path, tiny_model) -> dict[str, Path]:
     data = (folder / "whole.pth").read_bytes()
     (folder / "truncated.pth").write_bytes(data[: len(data) // 2])
     torch.save({"model": {"conv.weight": torch.zeros(3, 3)}}, folder / "other_model.pth")
-    saved = save_pretrained(tiny_model, folder / "saved")
+    saved = save_model(tiny_model, folder / "saved")
     shutil.copytree(saved, folder / "mismatched")
     config = json.loads((saved / "config.json").read_text())
     config["num_queries"] *= 2  # weights for 300 queries, a config for 600

@@ -203,7 +203,7 @@ def test_cli_refuses_bad_settings_before_the_checkpoint_loads(videos, tmp_path, 
         extra = ["--vocab", str(tmp_path / {"vocab_missing": "nope.txt", "vocab_not_bert": "vocab.txt",
                                             "vocab_fifo": "fifo"}[case])]
         monkeypatch.undo()  # the vocabulary is read by from_pretrained, before the weights
-        monkeypatch.setattr(predictor_module.ReferDinoModel, "from_pretrained", load_nothing)
+        monkeypatch.setattr(predictor_module, "load_model", load_nothing)
     elif case == "expression_not_utf8":
         expression = b"a d\xffg".decode("utf-8", "surrogateescape")  # how Python passes a non-UTF-8 argument
     elif case == "strip_video":

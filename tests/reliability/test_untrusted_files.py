@@ -24,7 +24,6 @@ from .corpus import CHECKPOINT_CASES, SHORT_SIDE
 from .harness import App, leftover_files, segment
 from referdino_demo.cli import main
 from referdino_demo.errors import CheckpointMismatchError
-from referdino_demo.model import ReferDinoModel
 from referdino_demo.predictor import ReferDinoPredictor
 from referdino_demo.ui.config import AppConfig
 from referdino_demo.ui.session import PredictorRegistry
@@ -61,7 +60,7 @@ def test_the_malicious_pickle_is_refused_without_running(checkpoints):
 
 def test_a_given_sha256_is_checked_before_the_file_is_read(checkpoints, monkeypatch):
     from referdino_demo.checkpoints import loading
-    from referdino_demo.checkpoints.loading import sha256_of
+    from referdino_demo.checkpoints.loading import load_model, sha256_of
 
     path = checkpoints["other_model"]
     monkeypatch.setattr(loading, "download_checkpoint", lambda filename, repo: path)  # "downloaded" from the Hub
@@ -69,10 +68,10 @@ def test_a_given_sha256_is_checked_before_the_file_is_read(checkpoints, monkeypa
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a) or real_load(*a, **k))
     with pytest.raises(CheckpointMismatchError, match=f"has sha256 {sha256_of(path)}, expected {'ab' * 32}"):
-        ReferDinoModel.from_pretrained("ryt_swinb.pth", sha256="ab" * 32)
+        load_model("ryt_swinb.pth", sha256="ab" * 32)
     assert reads == []  # refused before torch.load saw it
     with pytest.raises(CheckpointMismatchError, match="no state dict of tensors|not a ReferDINO"):  # checksum passed
-        ReferDinoModel.from_pretrained("ryt_swinb.pth", sha256=sha256_of(path))
+        load_model("ryt_swinb.pth", sha256=sha256_of(path))
     assert len(reads) == 1
 
 
