@@ -1,7 +1,7 @@
 """Exceptions raised by referdino-demo.
 
-Every error a user can cause is a ``ReferDinoError`` subclass whose message says what failed, the value
-seen, what was expected and what to do next. The UI shows ``str(err)``; the CLI prints it on one line.
+Every error a user can cause is a `ReferDinoError` subclass whose message says what failed, the value
+seen, what was expected and what to do next. The UI shows `str(err)`; the CLI prints it on one line.
 """
 
 
@@ -36,6 +36,12 @@ class CheckpointMismatchError(ReferDinoError):
     """A checkpoint does not fit the model: unexpected, missing or wrongly shaped keys, or not a ReferDINO file."""
 
 
+class NoCandidateAtPointError(ReferDinoError):
+    """A click picked no object: none of an expression's kept candidate queries covers the clicked point at the
+    mask threshold. The message gives the point, the threshold and the candidates' best probability there, and
+    suggests keeping more candidates (`num_candidates`) on the next run."""
+
+
 class OutputError(ReferDinoError):
     """An output cannot be written: the folder is a file, not writable, or the disk is full."""
 
@@ -61,6 +67,6 @@ class JobCancelledError(ReferDinoError):
 
 
 def one_line(err: BaseException | str, limit: int | None = None) -> str:
-    """``str(err)`` on one line (runs of whitespace become one space), cut after ``limit`` characters."""
+    """`str(err)` on one line (runs of whitespace become one space), cut after `limit` characters."""
     text = " ".join(str(err).split())
     return text if limit is None or len(text) <= limit else text[:limit] + "..."

@@ -1,8 +1,8 @@
-"""Per-frame data of a whole ``VideoSegmentation``, computed a chunk of frames at a time.
+"""Per-frame data of a whole `VideoSegmentation`, computed a chunk of frames at a time.
 
 Masks at the original size are large ((T, H, W) bool is 2 GB for 1000 frames of 1080p), so renderers and
 exporters never build them for the whole video: they walk these generators, which keep one chunk of
-``chunk`` frames per expression in memory.
+`chunk` frames per expression in memory.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ def check_lengths(segmentation: VideoSegmentation) -> None:
 
 def iter_mask_chunks(segmentation: VideoSegmentation, threshold: float = 0.5, multi_target: float | None = None,
                      chunk: int = DEFAULT_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(start, masks)`` with masks ``(E, t, H, W)`` bool for frames ``start .. start + t - 1``.
+    """Yield `(start, masks)` with masks `(E, t, H, W)` bool for frames `start .. start + t - 1`.
 
-    E is the number of expressions, in ``segmentation`` order; the masks are exactly those of
-    ``ExpressionResult.masks(threshold, multi_target)``.
+    E is the number of expressions, in `segmentation` order; the masks are exactly those of
+    `ExpressionResult.masks(threshold, multi_target)`.
     """
     check_lengths(segmentation)
     height, width = segmentation.frame_size
@@ -44,8 +44,8 @@ def iter_mask_chunks(segmentation: VideoSegmentation, threshold: float = 0.5, mu
 
 def iter_logit_chunks(result: ExpressionResult, multi_target: float | None = None,
                       chunk: int = DEFAULT_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(start, logits)`` with ``(t, H, W)`` float32 mask logits at the original size: the shown
-    query's, or with ``multi_target`` the maximum over ``queries_above(multi_target)``."""
+    """Yield `(start, logits)` with `(t, H, W)` float32 mask logits at the original size: the shown
+    query's, or with `multi_target` the maximum over `queries_above(multi_target)`."""
     queries = None if multi_target is None else result.queries_above(multi_target)
     for start in range(0, result.num_frames, chunk):
         yield start, result.upsampled_logits(slice(start, start + chunk), queries).max(0)

@@ -14,7 +14,7 @@ from .errors import OutputError
 
 @contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in ``path``'s folder; on success it replaces ``path``, on error it is deleted,
+    """Yield a temporary path in `path`'s folder; on success it replaces `path`, on error it is deleted,
     so a failed or interrupted export never leaves a half-written file (an older file stays intact)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")

@@ -60,7 +60,7 @@ def choose_candidates(scores: torch.Tensor | np.ndarray, count: int, multi_targe
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Mask logits -> float32 probabilities, without the overflow warnings of ``1 / (1 + exp(-x))``."""
+    """Mask logits -> float32 probabilities, without the overflow warnings of `1 / (1 + exp(-x))`."""
     return (0.5 * (1.0 + np.tanh(0.5 * np.asarray(logits, np.float32)))).astype(np.float32)
 
 

@@ -24,7 +24,7 @@ import torch
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ConfigError, ReferDinoError, one_line
 from ..model import ReferDinoConfig, ReferDinoModel
 from .convert import SHOWN_KEYS, STRICT_HINT, convert_official_state_dict, first_keys, fit_state_dict
-from .files import open_regular, regular_file
+from ..input_files import open_regular, regular_file
 from ..hub import RELEASED, TINY_RANDOM, download_checkpoint, split_hub_name
 
 CONFIG_NAME = "config.json"

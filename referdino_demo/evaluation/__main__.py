@@ -1,4 +1,4 @@
-"""``python -m referdino_demo.evaluation ...`` and ``torchrun --nproc-per-node N -m referdino_demo.evaluation ...``."""
+"""`python -m referdino_demo.evaluation ...` and `torchrun --nproc-per-node N -m referdino_demo.evaluation ...`."""
 
 import sys
 

@@ -1,10 +1,10 @@
-"""``referdino evaluate`` and ``python -m referdino_demo.evaluation``: benchmark evaluation from the terminal.
+"""`referdino evaluate` and `python -m referdino_demo.evaluation`: benchmark evaluation from the terminal.
 
     referdino evaluate --benchmark mevis --data-root data/mevis --split valid_u --out out/mevis
     torchrun --nproc-per-node 8 -m referdino_demo.evaluation --benchmark ytvos --data-root data/ref_youtube_vos \\
         --out out/ytvos
 
-Both take the same options; under torchrun every process runs the same command (see ``distributed``).
+Both take the same options; under torchrun every process runs the same command (see `distributed`).
 Errors a user can fix print one line and exit 1 (usage errors, e.g. a number out of range: exit 2); options are
 checked before the dataset is read, the dataset before the checkpoint loads.
 """
@@ -64,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``evaluate`` subcommand to ``subparsers`` (from ``parser.add_subparsers()``); its handler,
-    ``args.handler(args)``, returns the exit code."""
+    """Add the `evaluate` subcommand to `subparsers` (from `parser.add_subparsers()`); its handler,
+    `args.handler(args)`, returns the exit code."""
     parser = subparsers.add_parser("evaluate", help="evaluate on Ref-YouTube-VOS, Ref-DAVIS17 or MeViS",
                                    description=DESCRIPTION)
     add_arguments(parser)
@@ -81,7 +81,7 @@ def checkpoint_for(args) -> str:
 
 def check_arguments(args) -> None:
     """Refuse a bad device, dtype, vocabulary or DAVIS tree (one line each) before the dataset is read or the
-    checkpoint loads; numbers are checked while the arguments are parsed (``option_type``)."""
+    checkpoint loads; numbers are checked while the arguments are parsed (`option_type`)."""
     from ..predictor import pick_device, pick_dtype
     from ..preprocess.text import load_tokenizer
 
@@ -96,7 +96,7 @@ def check_arguments(args) -> None:
 
 
 def run_evaluate(args) -> int:
-    """Evaluate as ``args`` says, in this process of a torchrun job (or alone); returns the exit code."""
+    """Evaluate as `args` says, in this process of a torchrun job (or alone); returns the exit code."""
     from ..predictor import ReferDinoPredictor
     from . import distributed
     from .datasets import open_dataset
@@ -125,7 +125,7 @@ def run_evaluate(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m referdino_demo.evaluation`` (also under torchrun)."""
+    """`python -m referdino_demo.evaluation` (also under torchrun)."""
     parser = add_arguments(OneLineParser(prog="python -m referdino_demo.evaluation", description=DESCRIPTION))
     args = parser.parse_args(argv)
     from ..console import run_reporting_errors

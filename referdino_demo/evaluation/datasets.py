@@ -1,28 +1,28 @@
 """Readers for the three referring-VOS benchmarks, in the layouts the official ReferDINO scripts read.
 
-Every reader turns a split into ``VideoSample``s (id, frames, expressions, ground truth when the split has
+Every reader turns a split into `VideoSample`s (id, frames, expressions, ground truth when the split has
 it), sorted by video id so that sharding over processes is deterministic. Vocabulary: T frames of one
 video, (H, W) the frame size.
 
-Ref-YouTube-VOS (``RefYouTubeVOS``)::
+Ref-YouTube-VOS (`RefYouTubeVOS`)::
 
     ROOT/meta_expressions/{split}/meta_expressions.json
         {"videos": {vid: {"expressions": {exp_id: {"exp": str, "obj_id": str}}, "frames": [name, ...]}}}
     ROOT/{split}/JPEGImages/<vid>/<name>.jpg
     ROOT/{split}/Annotations/<vid>/<name>.png   palette ids; only train (or a synthetic set) has them
 
-  ``valid`` = keys(valid meta) - keys(test meta) when both exist (202 videos, as SOC and ReferDINO).
+  `valid` = keys(valid meta) - keys(test meta) when both exist (202 videos, as SOC and ReferDINO).
 
-Ref-DAVIS17 (``RefDavis17``), converted to the same layout by ReferFormer's ``convert_davis_to_ytvos.py``;
+Ref-DAVIS17 (`RefDavis17`), converted to the same layout by ReferFormer's `convert_davis_to_ytvos.py`;
 4 annotators per object, expressions in object-major order, so annotator k of object o is the expression
-at position ``o * 4 + k`` (as the official ``inference_davis.py``)::
+at position `o * 4 + k` (as the official `inference_davis.py`)::
 
     ROOT/meta_expressions/valid/meta_expressions.json
     ROOT/valid/JPEGImages/<vid>/<name>.jpg
     ROOT/DAVIS/Annotations_unsupervised/480p/<vid>/<name>.png   scoring only (255 = void)
     ROOT/DAVIS/ImageSets/2017/val.txt
 
-MeViS (``MeViS``)::
+MeViS (`MeViS`)::
 
     ROOT/{split}/meta_expressions.json
         {"videos": {vid: {"expressions": {exp_id: {"exp": str, "obj_id": [int], "anno_id": [int]}},
@@ -30,7 +30,7 @@ MeViS (``MeViS``)::
     ROOT/{split}/JPEGImages/<vid>/<name>.jpg
     ROOT/{split}/mask_dict.json   {str(anno_id): [COCO RLE or null per frame]}; train and valid_u only
 
-  The ground truth of an expression is the union of its ``anno_id``s' masks.
+  The ground truth of an expression is the union of its `anno_id`s' masks.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ REPLACE_FILE = "restore it from the benchmark download (re-extract the archive),
 
 
 def relative(path: Path, root: Path) -> str:
-    """``path`` as messages show it: relative to ``root`` (the data root), so that they name the file without
+    """`path` as messages show it: relative to `root` (the data root), so that they name the file without
     the server's absolute paths; just its name when it is elsewhere."""
     try:
         return Path(path).relative_to(root).as_posix()
@@ -79,10 +79,10 @@ def relative(path: Path, root: Path) -> str:
 
 
 def read_image(path: Path, fail: Callable[[str], ReferDinoError], *, pixels: bool = True) -> Image.Image:
-    """The image at ``path``, pixels loaded (``pixels=False``: only its header is read: mode and size, no pixels).
+    """The image at `path`, pixels loaded (`pixels=False`: only its header is read: mode and size, no pixels).
 
     Every way a file can be unusable (missing, a folder, empty, not an image, truncated, corrupt) raises
-    ``fail(reason)``: PIL reports these with many exception types (OSError, SyntaxError, EOFError, ValueError,
+    `fail(reason)`: PIL reports these with many exception types (OSError, SyntaxError, EOFError, ValueError,
     zlib and struct errors, ...), and what the user needs is the file's name, not PIL's traceback.
     """
     if not path.is_file():
@@ -101,8 +101,8 @@ def read_image(path: Path, fail: Callable[[str], ReferDinoError], *, pixels: boo
 
 
 def read_annotation(path: Path, root: Path, video_id: str, size: tuple[int, int] | None) -> Image.Image:
-    """A ground-truth PNG of ``video_id``: an indexed (palette) image of object ids, ``size`` (H, W) when given
-    (the frame size); anything else raises a DatasetError naming the file relative to ``root``."""
+    """A ground-truth PNG of `video_id`: an indexed (palette) image of object ids, `size` (H, W) when given
+    (the frame size); anything else raises a DatasetError naming the file relative to `root`."""
     def fail(reason: str) -> DatasetError:
         return DatasetError(f"annotation {relative(path, root)} of video {video_id} {reason}; {REPLACE_FILE}")
 
@@ -119,7 +119,7 @@ class Expression:
     """One referring expression of a video.
 
     obj_ids: the object ids it refers to (Ref-YouTube-VOS/DAVIS: one; MeViS: one or more).
-    anno_ids: MeViS only, the keys of its masks in ``mask_dict.json``.
+    anno_ids: MeViS only, the keys of its masks in `mask_dict.json`.
     """
 
     text: str
@@ -149,15 +149,15 @@ class VideoSample:
 
     @property
     def has_ground_truth(self) -> bool:
-        """Whether ``ground_truth(exp_id)`` is available (Ref-DAVIS17 is scored per object instead)."""
+        """Whether `ground_truth(exp_id)` is available (Ref-DAVIS17 is scored per object instead)."""
         return self._ground_truth is not None
 
     def load_frames(self, limit: int | None = None) -> list[np.ndarray]:
-        """The first ``limit`` (default all) frames as (H, W, 3) uint8 RGB arrays."""
+        """The first `limit` (default all) frames as (H, W, 3) uint8 RGB arrays."""
         return [np.asarray(image.convert("RGB")) for image in self._frames(limit, pixels=True)]
 
     def check_frames(self, limit: int | None = None) -> tuple[int, int]:
-        """Read the headers of the first ``limit`` frames (cheap: no decoding); returns their (H, W)."""
+        """Read the headers of the first `limit` frames (cheap: no decoding); returns their (H, W)."""
         return [image.size for image in self._frames(limit, pixels=False)][0][::-1]
 
     def frame_size(self) -> tuple[int, int]:
@@ -165,7 +165,7 @@ class VideoSample:
         return self.check_frames(1)
 
     def _frames(self, limit: int | None, *, pixels: bool) -> Iterator[Image.Image]:
-        """The first ``limit`` frames as PIL images, one at a time; a missing or damaged frame, or one whose size
+        """The first `limit` frames as PIL images, one at a time; a missing or damaged frame, or one whose size
         differs from the first frame's, raises a FrameError naming it."""
         first = None  # (H, W) of the first frame
         for path in self.frame_paths[:limit]:
@@ -184,7 +184,7 @@ class VideoSample:
         return FrameError(f"frame {relative(path, self.root)} of video {self.video_id} {reason}; {REPLACE_FILE}")
 
     def ground_truth(self, exp_id: str) -> np.ndarray:
-        """(T, H, W) bool mask of the object(s) that expression ``exp_id`` refers to."""
+        """(T, H, W) bool mask of the object(s) that expression `exp_id` refers to."""
         if self._ground_truth is None:
             raise DatasetError(f"video {self.video_id} has no ground truth in this split; it is scored by the "
                                "benchmark's server (submit the zip) or, for Ref-DAVIS17, per object")
@@ -195,7 +195,7 @@ class VideoSample:
 
 
 class EvalDataset:
-    """A benchmark split: ``videos`` maps each video id (sorted) to its ``VideoSample``."""
+    """A benchmark split: `videos` maps each video id (sorted) to its `VideoSample`."""
 
     benchmark = ""
 
@@ -233,14 +233,14 @@ class EvalDataset:
 
     def check(self, video_ids: list[str], max_frames: int | None = None) -> None:
         """Refuse, before any model work, a video whose files would stop a run: every frame it reads (the first
-        ``max_frames``) must be an image of one size (headers only: decoding every frame is left to the run,
+        `max_frames`) must be an image of one size (headers only: decoding every frame is left to the run,
         after this) and, where the split is scored here, its ground truth must decode and fit those frames."""
         for video_id in video_ids:
             sample = self[video_id]
             self._check_ground_truth(sample, sample.check_frames(max_frames))
 
     def _check_ground_truth(self, sample: VideoSample, size: tuple[int, int]) -> None:
-        """Raise unless ``sample``'s ground truth (if the split has it) fits frames of ``size`` (H, W)."""
+        """Raise unless `sample`'s ground truth (if the split has it) fits frames of `size` (H, W)."""
 
     # -- helpers shared by the readers ---------------------------------------------------------------
     def _read_json(self, path: Path):
@@ -270,7 +270,7 @@ class EvalDataset:
         return images
 
     def _sample(self, video_id: str, entry, images: Path, source: Path) -> VideoSample:
-        """Video ``video_id`` of the meta file ``source``; a malformed entry raises a DatasetError naming it."""
+        """Video `video_id` of the meta file `source`; a malformed entry raises a DatasetError naming it."""
         video = f"video {video_id!r}"
         self._name(video_id, video, source)
         if not (isinstance(entry, dict) and isinstance(entry.get("frames"), list)
@@ -293,7 +293,7 @@ class EvalDataset:
                            root=self.root)
 
     def _name(self, value, what: str, source: Path) -> str:
-        """``value`` as a file name: video ids, expression ids and frame names name the prediction files, so
+        """`value` as a file name: video ids, expression ids and frame names name the prediction files, so
         one that could leave its folder ('..', 'a/b') is refused."""
         text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
         if not text or text in (".", "..") or any(c in text for c in "/\\\0"):
@@ -313,7 +313,7 @@ def _ids(value) -> tuple[int, ...]:
 
 
 class RefYouTubeVOS(EvalDataset):
-    """Ref-YouTube-VOS (layout in the module docstring); ``split`` is valid, test or train."""
+    """Ref-YouTube-VOS (layout in the module docstring); `split` is valid, test or train."""
 
     benchmark = "ytvos"
 
@@ -329,7 +329,7 @@ class RefYouTubeVOS(EvalDataset):
         for video_id in sorted(videos):
             sample = self._sample(video_id, videos[video_id], images, meta_path)
             # A video with an annotation folder is scored here: a missing or damaged PNG in it is an error
-            # (``check``), not a silent switch of the whole split to server scoring.
+            # (`check`), not a silent switch of the whole split to server scoring.
             if self._annotations(video_id).is_dir() and all(e.obj_ids for e in sample.expressions.values()):
                 sample._ground_truth = self._ground_truth_of(sample)
             self.videos[video_id] = sample
@@ -368,8 +368,8 @@ class DavisObjects:
 
 
 class RefDavis17(EvalDataset):
-    """Ref-DAVIS17 in the converted layout, scored against the original DAVIS tree (``davis_root``, default
-    ``ROOT/DAVIS``) with the DAVIS 2017 unsupervised protocol when that tree is present."""
+    """Ref-DAVIS17 in the converted layout, scored against the original DAVIS tree (`davis_root`, default
+    `ROOT/DAVIS`) with the DAVIS 2017 unsupervised protocol when that tree is present."""
 
     benchmark = "davis"
 
@@ -387,7 +387,7 @@ class RefDavis17(EvalDataset):
         return DAVIS_LAYOUT
 
     def _davis_sequences(self) -> list[str] | None:
-        """Sequences of DAVIS ``ImageSets/2017/val.txt``, or None when the DAVIS tree is absent."""
+        """Sequences of DAVIS `ImageSets/2017/val.txt`, or None when the DAVIS tree is absent."""
         if not self.davis_root.is_dir():
             return None
         listing = self.davis_root / "ImageSets" / "2017" / "val.txt"
@@ -409,9 +409,9 @@ class RefDavis17(EvalDataset):
         return self.sequences is not None
 
     def annotator_expressions(self, video_id: str) -> list[list[str]]:
-        """For each of the 4 annotators, its exp_ids ordered by object: ``[[o0_a0, o1_a0, ...], ...]``.
+        """For each of the 4 annotators, its exp_ids ordered by object: `[[o0_a0, o1_a0, ...], ...]`.
 
-        As the official script: object o, annotator k is the expression at position ``o * 4 + k``; a
+        As the official script: object o, annotator k is the expression at position `o * 4 + k`; a
         trailing incomplete group of fewer than 4 is ignored, as there.
         """
         exp_ids = list(self.videos[video_id].expressions)
@@ -419,7 +419,7 @@ class RefDavis17(EvalDataset):
         return [[exp_ids[o * DAVIS_ANNOTATORS + k] for o in range(num_objects)] for k in range(DAVIS_ANNOTATORS)]
 
     def _annotation_paths(self, video_id: str) -> list[Path]:
-        """The DAVIS unsupervised annotation PNGs of ``video_id``, sorted (frame order)."""
+        """The DAVIS unsupervised annotation PNGs of `video_id`, sorted (frame order)."""
         if self.sequences is None:
             raise DatasetError(f"no DAVIS tree at {self.davis_root}; Ref-DAVIS17 is scored against the "
                                f"original DAVIS 2017 annotations, expected {DAVIS_LAYOUT}")
@@ -436,7 +436,7 @@ class RefDavis17(EvalDataset):
                 read_annotation(path, self.davis_root.parent, sample.video_id, size)
 
     def objects(self, video_id: str) -> DavisObjects:
-        """The DAVIS unsupervised ground truth of ``video_id`` (``davis2017.davis.DAVIS.get_all_masks``)."""
+        """The DAVIS unsupervised ground truth of `video_id` (`davis2017.davis.DAVIS.get_all_masks`)."""
         paths = self._annotation_paths(video_id)
         size = self[video_id].frame_size()
         labels = np.stack([np.array(read_annotation(p, self.davis_root.parent, video_id, size)) for p in paths])
@@ -448,7 +448,7 @@ class RefDavis17(EvalDataset):
 
 
 class MeViS(EvalDataset):
-    """MeViS (layout in the module docstring); ``split`` is valid_u (local ground truth), valid or train."""
+    """MeViS (layout in the module docstring); `split` is valid_u (local ground truth), valid or train."""
 
     benchmark = "mevis"
 
@@ -471,7 +471,7 @@ class MeViS(EvalDataset):
         return MEVIS_LAYOUT.replace("{split}", self.split)
 
     def mask_dict(self) -> dict:
-        """``mask_dict.json``, read on first use (hundreds of MB for train)."""
+        """`mask_dict.json`, read on first use (hundreds of MB for train)."""
         if self._mask_dict is None:
             if self._mask_path is None:
                 raise DatasetError(f"{self.root / self.split / 'mask_dict.json'} is missing: split "
@@ -496,8 +496,8 @@ class MeViS(EvalDataset):
 
     def _object_masks(self, sample: VideoSample, exp_id: str, anno_id: int,
                       size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
-        """(t, (H, W) bool mask) for each frame where object ``anno_id`` (of ``exp_id``) is present; its
-        ``mask_dict.json`` entry must be a list of one COCO RLE of the frame ``size`` (or null) per frame,
+        """(t, (H, W) bool mask) for each frame where object `anno_id` (of `exp_id`) is present; its
+        `mask_dict.json` entry must be a list of one COCO RLE of the frame `size` (or null) per frame,
         else a DatasetError names the entry and frame."""
         where = f"anno_id {anno_id} ({sample.video_id}/{exp_id}) in {relative(self._mask_path, self.root)}"
         rles = self.mask_dict().get(str(anno_id))
@@ -536,7 +536,7 @@ class MeViS(EvalDataset):
 
 
 def decode_rle(rle: dict) -> np.ndarray:
-    """COCO RLE ``{"size": [H, W], "counts": str | list[int]}`` -> (H, W) bool mask."""
+    """COCO RLE `{"size": [H, W], "counts": str | list[int]}` -> (H, W) bool mask."""
     from ..export.rle import decode_rle as decode  # the package's decoder (supervision, COCO compatible)
 
     return np.asarray(decode(rle), dtype=bool)
@@ -547,8 +547,8 @@ READERS = {"ytvos": RefYouTubeVOS, "davis": RefDavis17, "mevis": MeViS}
 
 def open_dataset(benchmark: str, root: str | Path, split: str | None = None,
                  davis_root: str | Path | None = None) -> EvalDataset:
-    """The reader of ``benchmark`` ("ytvos", "davis" or "mevis") on ``root``; ``split`` defaults to the split
-    the paper reports (valid, valid, valid_u); ``davis_root``: Ref-DAVIS17's DAVIS tree (default ROOT/DAVIS)."""
+    """The reader of `benchmark` ("ytvos", "davis" or "mevis") on `root`; `split` defaults to the split
+    the paper reports (valid, valid, valid_u); `davis_root`: Ref-DAVIS17's DAVIS tree (default ROOT/DAVIS)."""
     if benchmark not in READERS:
         raise DatasetError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
     split = split or DEFAULT_SPLITS[benchmark]

@@ -1,10 +1,10 @@
-"""Running one evaluation over several processes (``torchrun``), on one or many machines.
+"""Running one evaluation over several processes (`torchrun`), on one or many machines.
 
-``torchrun --nproc-per-node N`` (plus ``--nnodes``/``--rdzv-*`` for several machines) sets RANK, WORLD_SIZE,
-LOCAL_RANK, MASTER_ADDR and MASTER_PORT for every process. ``init_distributed`` reads them, starts
-``torch.distributed`` (NCCL on CUDA, gloo on the CPU) and picks this process's device (``cuda:LOCAL_RANK``).
-Videos are sharded deterministically: sorted ids, ``ids[rank::world_size]``. Scores are gathered to every
-process with ``all_gather_object``; rank 0 prints and writes them.
+`torchrun --nproc-per-node N` (plus `--nnodes`/`--rdzv-*` for several machines) sets RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT for every process. `init_distributed` reads them, starts
+`torch.distributed` (NCCL on CUDA, gloo on the CPU) and picks this process's device (`cuda:LOCAL_RANK`).
+Videos are sharded deterministically: sorted ids, `ids[rank::world_size]`. Scores are gathered to every
+process with `all_gather_object`; rank 0 prints and writes them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ BARRIER_TIMEOUT = timedelta(hours=3)
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank`` on its machine."""
+    """Where this process stands: `rank` of `world_size` processes, `local_rank` on its machine."""
 
     rank: int = 0
     world_size: int = 1
@@ -50,10 +50,10 @@ def context_from_env(environ=None) -> DistributedContext:
 
 
 def init_distributed(device: str | None = None) -> tuple[DistributedContext, torch.device]:
-    """Start ``torch.distributed`` when WORLD_SIZE > 1 and return (context, this process's device).
+    """Start `torch.distributed` when WORLD_SIZE > 1 and return (context, this process's device).
 
-    device: None picks ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU; "cuda" means
-    ``cuda:LOCAL_RANK``; anything else is used as given. The backend is NCCL for CUDA devices, gloo otherwise.
+    device: None picks `cuda:LOCAL_RANK` when CUDA is available, else the CPU; "cuda" means
+    `cuda:LOCAL_RANK`; anything else is used as given. The backend is NCCL for CUDA devices, gloo otherwise.
     """
     context = context_from_env()
     if device is None:
@@ -75,18 +75,18 @@ def init_distributed(device: str | None = None) -> tuple[DistributedContext, tor
 
 
 def shutdown() -> None:
-    """Tear down the process group started by ``init_distributed`` (no-op for one process)."""
+    """Tear down the process group started by `init_distributed` (no-op for one process)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def shard(video_ids: list[str], rank: int, world_size: int) -> list[str]:
-    """This process's videos: sorted ids, every ``world_size``-th from ``rank``."""
+    """This process's videos: sorted ids, every `world_size`-th from `rank`."""
     return sorted(video_ids)[rank::world_size]
 
 
 def check_group(world_size: int) -> None:
-    """Raise unless a process group of ``world_size`` processes is running (or there is one process)."""
+    """Raise unless a process group of `world_size` processes is running (or there is one process)."""
     if world_size == 1:
         return
     if not (dist.is_available() and dist.is_initialized()):
@@ -103,7 +103,7 @@ def barrier(world_size: int) -> None:
 
 
 def gather(obj, world_size: int) -> list:
-    """Every process's ``obj`` (picklable), in rank order, on every process."""
+    """Every process's `obj` (picklable), in rank order, on every process."""
     if world_size == 1:
         return [obj]
     gathered = [None] * world_size

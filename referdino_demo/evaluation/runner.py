@@ -1,14 +1,14 @@
-"""``evaluate``: run a predictor over a benchmark split, write the predictions, score what can be scored.
+"""`evaluate`: run a predictor over a benchmark split, write the predictions, score what can be scored.
 
-Per video: all its expressions go through one ``predictor.segment`` call (the backbone runs once; more than
+Per video: all its expressions go through one `predictor.segment` call (the backbone runs once; more than
 16 expressions are split into several calls), the official post-processing of the benchmark writes the
-PNGs (see ``writers``), then a done-file. A rerun skips videos whose done-file matches the settings and
+PNGs (see `writers`), then a done-file. A rerun skips videos whose done-file matches the settings and
 redoes the others from scratch, so an interrupted run (or a half-written video) resumes cleanly; videos done
-with other prediction settings (``writers.PREDICTION_SETTINGS``) are redone, and one line says so.
+with other prediction settings (`writers.PREDICTION_SETTINGS`) are redone, and one line says so.
 
 After all processes are done (barrier), splits with local ground truth are scored from the files on disk
-(``scoring``): each process scores its own videos, rank 0 gathers the rows, prints J, F, J&F and writes
-``metrics.json`` and ``metrics_per_expression.csv``. Server-scored splits get ``submission.zip``.
+(`scoring`): each process scores its own videos, rank 0 gathers the rows, prints J, F, J&F and writes
+`metrics.json` and `metrics_per_expression.csv`. Server-scored splits get `submission.zip`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class EvaluationResult:
 
     metrics: {"J", "F", "J&F", "count", ...} or None for server-scored splits; rows: per-expression scores
     of all processes; computed / skipped: video ids this process predicted / found complete; redone: those of
-    ``computed`` done before with other prediction settings.
+    `computed` done before with other prediction settings.
     """
 
     benchmark: str
@@ -70,21 +70,21 @@ def evaluate(predictor, dataset: EvalDataset | str | Path, out_dir: str | Path, 
              world_size: int = 1, progress: bool = True, obj_threshold: float = 0.2,
              max_frames: int | None = None, short_side: int = DEFAULT_SHORT_SIDE, query_decay: float | None = None,
              ) -> EvaluationResult:
-    """Evaluate ``predictor`` on one benchmark split; every process of a torchrun job calls this.
+    """Evaluate `predictor` on one benchmark split; every process of a torchrun job calls this.
 
-    predictor: a ``ReferDinoPredictor`` (or any object with its ``segment(frames, expressions, **options)``),
+    predictor: a `ReferDinoPredictor` (or any object with its `segment(frames, expressions, **options)`),
     or a function returning one, called once the options and input files are checked (so that a bad input is
     refused before a checkpoint loads).
-    dataset: an ``EvalDataset`` or a data root (then ``benchmark`` and ``split`` pick the reader).
+    dataset: an `EvalDataset` or a data root (then `benchmark` and `split` pick the reader).
     threshold: mask probability threshold (0.5 = logits > 0, all official scripts); for Ref-DAVIS17 the
     probability below which an object's soft mask is dropped before the argmax.
     obj_threshold: MeViS multi-target rule, every query whose mean score exceeds it (official 0.2).
     max_frames: only the first N frames of every video are predicted and scored (a quick check; the
     server zips are then incomplete). short_side: model input size (official 360). query_decay: the pruning
     keep ratio per decoder layer (None: the checkpoint's).
-    rank, world_size: this process in a torch.distributed group (see ``distributed.init_distributed``).
+    rank, world_size: this process in a torch.distributed group (see `distributed.init_distributed`).
 
-    Refusals (``ReferDinoError``) come before any model work where the input allows it: the options, the
+    Refusals (`ReferDinoError`) come before any model work where the input allows it: the options, the
     layout and meta files, every frame header and all ground truth before the predictor is loaded, then every
     frame to predict is decoded once before the first prediction.
     """
@@ -158,7 +158,7 @@ def evaluate(predictor, dataset: EvalDataset | str | Path, out_dir: str | Path, 
 
 # -- checks before any work ------------------------------------------------------------------------------
 def _agree(world_size: int, check: Callable[[], object]) -> None:
-    """Run ``check`` in every process and raise a refusal in all of them when any refused: a process stopping
+    """Run `check` in every process and raise a refusal in all of them when any refused: a process stopping
     alone would leave the others waiting for it at the next barrier (for hours)."""
     try:
         check()
@@ -178,7 +178,7 @@ def _decode_frames(dataset: EvalDataset, video_ids: list[str], max_frames: int |
 # -- resume ----------------------------------------------------------------------------------------------
 def prediction_settings(predictor, dataset: EvalDataset, *, threshold: float, obj_threshold: float,
                         max_frames: int | None, short_side: int, query_decay: float | None) -> dict:
-    """The values that decide a video's prediction files, keyed as ``writers.PREDICTION_SETTINGS``: recorded
+    """The values that decide a video's prediction files, keyed as `writers.PREDICTION_SETTINGS`: recorded
     in every done-file (and metrics.json) and compared on resume. The run itself reads its options from here.
 
     The device counts by type: CPU and GPU numerics differ, cuda:0 and cuda:1 do not (and which GPU a video
@@ -284,7 +284,7 @@ def _progress_bar(dataset, video_ids, max_frames, *, enabled, world_size):
 
 def _predict(predictor, sample: VideoSample, num_frames: int, settings: dict) -> dict:
     """exp_id -> ExpressionResult (None when the expression has no readable word), all expressions of the
-    video through as few ``segment`` calls as the predictor's 16-expression limit allows."""
+    video through as few `segment` calls as the predictor's 16-expression limit allows."""
     from ..predictor import validate_expressions
 
     texts = {}
@@ -332,7 +332,7 @@ def _natural(exp_id: str) -> tuple:
 
 
 def _write_metrics(result: EvaluationResult, settings: dict) -> None:
-    """``metrics.json`` (summary + settings) and ``metrics_per_expression.csv``, each replaced atomically."""
+    """`metrics.json` (summary + settings) and `metrics_per_expression.csv`, each replaced atomically."""
     summary = {"benchmark": result.benchmark, "split": result.split, **result.metrics, "settings": settings}
     with atomic_write(result.out_dir / "metrics_per_expression.csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as file:

@@ -3,10 +3,10 @@
 Scoring reads the PNGs back (not the in-memory masks), so a resumed run scores exactly what would be
 submitted, skipped videos included.
 
-* Ref-YouTube-VOS with local masks and MeViS ``valid_u`` (``eval_mevis.py``): per expression, J and F are the
-  means over all frames of ``db_eval_iou`` / ``db_eval_boundary``; a missing prediction folder scores 0.
+* Ref-YouTube-VOS with local masks and MeViS `valid_u` (`eval_mevis.py`): per expression, J and F are the
+  means over all frames of `db_eval_iou` / `db_eval_boundary`; a missing prediction folder scores 0.
   Reported J, F are means over expressions, J&F = (J + F) / 2.
-* Ref-DAVIS17 (``eval_davis.py`` = davis2017-evaluation, task ``unsupervised``): per annotator and sequence,
+* Ref-DAVIS17 (`eval_davis.py` = davis2017-evaluation, task `unsupervised`): per annotator and sequence,
   every predicted object id is scored against every ground-truth object with the void mask (label 255); up
   to 20 proposals; Hungarian matching on (mean J + mean F) / 2; objects of all sequences pooled. The
   reported numbers average the 4 annotators.
@@ -48,7 +48,7 @@ def _jf_rows(j: np.ndarray, f: np.ndarray) -> dict:
 
 def score_expressions(dataset: EvalDataset, video_ids: list[str], out_dir: Path,
                       max_frames: int | None = None) -> list[dict]:
-    """Per-expression J, F (Ref-YouTube-VOS / MeViS style) of ``video_ids`` from ``OUT/Annotations``."""
+    """Per-expression J, F (Ref-YouTube-VOS / MeViS style) of `video_ids` from `OUT/Annotations`."""
     rows = []
     root = Path(out_dir) / PREDICTIONS
     for video_id in video_ids:
@@ -74,8 +74,8 @@ def match_davis_objects(gt_masks: np.ndarray, void: np.ndarray, pred_ids: np.nda
     """The davis2017-evaluation unsupervised matching of one sequence.
 
     gt_masks: (N, T, H, W) bool; void: (T, H, W) bool; pred_ids: (T, H, W) int, 0 background, 1..P objects.
-    Returns ``[(proposal index p, gt index n, J (T,), F (T,))]``, one per matched pair: predicted objects
-    (``1..max(pred_ids)``, zero-padded to N) are matched to ground-truth objects by the Hungarian algorithm
+    Returns `[(proposal index p, gt index n, J (T,), F (T,))]`, one per matched pair: predicted objects
+    (`1..max(pred_ids)`, zero-padded to N) are matched to ground-truth objects by the Hungarian algorithm
     maximising (mean J + mean F) / 2.
     """
     num_pred = int(pred_ids.max()) if pred_ids.size else 0
@@ -95,8 +95,8 @@ def match_davis_objects(gt_masks: np.ndarray, void: np.ndarray, pred_ids: np.nda
 
 
 def score_davis(dataset: RefDavis17, video_ids: list[str], out_dir: Path, max_frames: int | None = None) -> list[dict]:
-    """Per annotator and ground-truth object J, F of ``video_ids`` in the DAVIS ``val`` list, reading
-    ``OUT/Annotations/anno_{k}/<video>/<frame>.png``."""
+    """Per annotator and ground-truth object J, F of `video_ids` in the DAVIS `val` list, reading
+    `OUT/Annotations/anno_{k}/<video>/<frame>.png`."""
     rows = []
     root = Path(out_dir) / PREDICTIONS
     for video_id in video_ids:

@@ -1,7 +1,7 @@
 """Tiny synthetic benchmark folders in each official layout, for tests and for a smoke run of the evaluation.
 
 Each video shows a few coloured rectangles drifting over a noisy background; each expression names one
-rectangle (MeViS: some name two, whose union is the ground truth). ``make_synthetic`` writes the folder and
+rectangle (MeViS: some name two, whose union is the ground truth). `make_synthetic` writes the folder and
 returns the true masks, so a perfect predictor can be built from them (J = F = 1).
 
     from referdino_demo.evaluation.synthetic import make_synthetic
@@ -27,7 +27,7 @@ DAVIS_WORDS = ("the {} box", "a {} rectangle", "{} block moving right", "the {} 
 
 @dataclass
 class SyntheticSet:
-    """What ``make_synthetic`` wrote.
+    """What `make_synthetic` wrote.
 
     masks: (video id, exp_id) -> (T, H, W) bool, the true extent of the referred object(s) (for Ref-DAVIS17
     some of it is void, label 255, in the DAVIS annotations); texts: (video id, exp_id) -> expression;
@@ -89,10 +89,10 @@ def _write_json(path: Path, data) -> None:
 
 def make_synthetic(benchmark: str, root: str | Path, *, videos: int = 2, frames: int = 4, objects: int = 2,
                    size: tuple[int, int] = (72, 128), seed: int = 0) -> SyntheticSet:
-    """Write a synthetic ``benchmark`` ("ytvos", "davis", "mevis") folder at ``root`` with local ground truth
-    (Ref-YouTube-VOS: ``{split}/Annotations``; Ref-DAVIS17: the DAVIS tree; MeViS: ``mask_dict.json``).
+    """Write a synthetic `benchmark` ("ytvos", "davis", "mevis") folder at `root` with local ground truth
+    (Ref-YouTube-VOS: `{split}/Annotations`; Ref-DAVIS17: the DAVIS tree; MeViS: `mask_dict.json`).
 
-    videos x frames frames of ``size`` (H, W); ``objects`` per video (1 to 3) for Ref-YouTube-VOS (one
+    videos x frames frames of `size` (H, W); `objects` per video (1 to 3) for Ref-YouTube-VOS (one
     expression each) and Ref-DAVIS17 (four each); MeViS videos always have 3 objects and 2 expressions.
     """
     if not 1 <= objects <= 3:
@@ -133,7 +133,7 @@ def make_synthetic(benchmark: str, root: str | Path, *, videos: int = 2, frames:
 
 
 def _expressions(benchmark, colours, masks, mask_dict, result, video_id) -> dict:
-    """The meta file's expressions of one video; records the true masks and texts in ``result``."""
+    """The meta file's expressions of one video; records the true masks and texts in `result`."""
     expressions = {}
 
     def add(exp_id: str, text: str, objects: list[int], entry: dict) -> None:

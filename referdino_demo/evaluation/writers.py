@@ -1,13 +1,13 @@
 """Prediction files in the layouts the benchmark servers and scorers read, written atomically per file.
 
-All predictions go under ``OUT/Annotations``::
+All predictions go under `OUT/Annotations`::
 
     ytvos   Annotations/<video>/<exp_id>/<frame>.png     mode L, 0 / 255 (top-1 query, sigmoid > threshold)
     mevis   Annotations/<video>/<exp_id>/<frame>.png     mode L, 0 / 255 (union of queries above obj_threshold)
     davis   Annotations/anno_{k}/<video>/{t:05d}.png     mode P, DAVIS palette, 0 background, object o -> o + 1
 
-A video is complete when its done-file ``OUT/.done/<video>.json`` exists; it is written last and records the
-settings that decide the predictions (``PREDICTION_SETTINGS``) and the number of files, so a run with other
+A video is complete when its done-file `OUT/.done/<video>.json` exists; it is written last and records the
+settings that decide the predictions (`PREDICTION_SETTINGS`) and the number of files, so a run with other
 settings or a video with missing files is redone.
 """
 
@@ -32,13 +32,13 @@ PREDICTIONS = "Annotations"
 DONE = ".done"
 CHUNK = 16  # frames upsampled at once: bounds memory on long, large videos
 # Everything that changes the prediction files of a video. A done-file records them; on resume a video done
-# with another value of any of them is redone (``resume_state``). Nothing else decides "same settings".
+# with another value of any of them is redone (`resume_state`). Nothing else decides "same settings".
 PREDICTION_SETTINGS = ("benchmark", "split", "checkpoint", "vocabulary", "device", "dtype", "short_side",
                        "query_decay", "max_frames", "threshold", "obj_threshold")
 
 
 def save_png(path: Path, array: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write (H, W) uint8 ``array`` as a PNG (mode P with ``palette``, else L), atomically: an interrupted run
+    """Write (H, W) uint8 `array` as a PNG (mode P with `palette`, else L), atomically: an interrupted run
     never leaves a truncated PNG."""
     image = Image.fromarray(array)
     if palette is not None:
@@ -64,8 +64,8 @@ def clear_video(benchmark: str, out_dir: Path, video_id: str) -> None:
 
 def write_binary(out_dir: Path, sample: VideoSample, exp_id: str, result, threshold: float,
                  multi_target: float | None, num_frames: int) -> int:
-    """0/255 PNGs of one expression for the first ``num_frames`` frames; ``result`` is an
-    ``ExpressionResult`` (or None for an expression the model cannot read: empty masks). Returns the count."""
+    """0/255 PNGs of one expression for the first `num_frames` frames; `result` is an
+    `ExpressionResult` (or None for an expression the model cannot read: empty masks). Returns the count."""
     folder = Path(out_dir) / PREDICTIONS / sample.video_id / exp_id
     folder.mkdir(parents=True, exist_ok=True)
     names = sample.frame_names[:num_frames]
@@ -89,10 +89,10 @@ def _mask_chunks(sample, result, threshold, multi_target, num_frames) -> Iterato
 
 def write_davis(out_dir: Path, sample: VideoSample, groups: list[list[str]], results: dict, threshold: float,
                 palette: list[int], num_frames: int) -> int:
-    """Per annotator k, the official Ref-DAVIS17 rule, written as palette PNGs ``anno_{k}/<video>/%05d.png``.
+    """Per annotator k, the official Ref-DAVIS17 rule, written as palette PNGs `anno_{k}/<video>/%05d.png`.
 
     groups[k]: annotator k's exp_ids ordered by object. For each frame: the soft top-1 probabilities
-    (O, H, W) of its objects, values < ``threshold`` set to 0, a constant 0.1 background channel in front,
+    (O, H, W) of its objects, values < `threshold` set to 0, a constant 0.1 background channel in front,
     argmax over the O + 1 channels -> (H, W) ids, 0 = background, object o -> o + 1. Returns the count.
     """
     height, width = sample.frame_size()
@@ -117,7 +117,7 @@ def write_davis(out_dir: Path, sample: VideoSample, groups: list[list[str]], res
 
 
 def davis_palette(dataset_root: Path) -> list[int]:
-    """The palette of ``valid/Annotations/blackswan/00000.png`` as the official script, else the standard
+    """The palette of `valid/Annotations/blackswan/00000.png` as the official script, else the standard
     DAVIS (PASCAL VOC) palette."""
     source = Path(dataset_root) / "valid" / "Annotations" / "blackswan" / "00000.png"
     if source.is_file():
@@ -141,7 +141,7 @@ def count_files(benchmark: str, out_dir: Path, video_id: str) -> int:
 
 
 def changed_settings(recorded: dict, settings: dict) -> dict[str, tuple]:
-    """``{name: (recorded value, current value)}`` for each of ``PREDICTION_SETTINGS`` that differs: the one
+    """`{name: (recorded value, current value)}` for each of `PREDICTION_SETTINGS` that differs: the one
     test of "same settings". Compared as JSON stores them (tuples are lists); a field missing from an older
     done-file counts as None."""
     current = json.loads(json.dumps(settings))
@@ -151,7 +151,7 @@ def changed_settings(recorded: dict, settings: dict) -> dict[str, tuple]:
 
 def resume_state(benchmark: str, out_dir: Path, video_id: str, settings: dict) -> tuple[bool, dict[str, tuple]]:
     """(complete, changed) of a video: complete when its done-file exists, was written with the same
-    prediction settings and all its files are there; changed: ``changed_settings`` against the done-file's
+    prediction settings and all its files are there; changed: `changed_settings` against the done-file's
     (empty when there is none). An unreadable done-file counts as absent: the video is redone."""
     try:
         record = json.loads(done_path(out_dir, video_id).read_text(encoding="utf-8"))
@@ -175,8 +175,8 @@ def mark_done(out_dir: Path, video_id: str, settings: dict, files: int, seconds:
 
 # -- submission zip --------------------------------------------------------------------------------------
 def write_zip(out_dir: Path, benchmark: str, video_ids: list[str], name: str = "submission.zip") -> Path:
-    """The zip a server takes: Ref-YouTube-VOS ``Annotations/<video>/<exp>/<frame>.png``; MeViS
-    ``<video>/<exp>/<frame>.png`` at the root (as the MeViS tools' ``cd Annotations && zip -r``).
+    """The zip a server takes: Ref-YouTube-VOS `Annotations/<video>/<exp>/<frame>.png`; MeViS
+    `<video>/<exp>/<frame>.png` at the root (as the MeViS tools' `cd Annotations && zip -r`).
     Written under a temporary name and renamed."""
     out_dir = Path(out_dir)
     missing = [v for v in video_ids if not done_path(out_dir, v).is_file()]

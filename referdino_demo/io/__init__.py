@@ -1,8 +1,8 @@
 """Video input and output: read any video (file, array, iterator) as RGB frames; write browser-playable MP4.
 
-``read_video`` / ``iter_video`` return frames ``(T, H, W, 3)`` / ``(H, W, 3)`` uint8 RGB in display
-orientation with a ``VideoInfo``; ``write_video`` / ``VideoWriter`` write H.264 yuv420p MP4 with
-``+faststart``; ``probe_video`` reports what a file contains.
+`read_video` / `iter_video` return frames `(T, H, W, 3)` / `(H, W, 3)` uint8 RGB in display
+orientation with a `VideoInfo`; `write_video` / `VideoWriter` write H.264 yuv420p MP4 with
+`+faststart`; `probe_video` reports what a file contains.
 """
 
 from referdino_demo.io.video_reader import (

@@ -26,21 +26,21 @@ class VideoInfo:
 
     Attributes:
         width, height: display size in pixels of the returned frames (after rotation).
-        fps: rate of the returned frames, ``source_fps / effective_stride``; write results at this rate.
-        num_frames: number of returned frames ``T``.
-        duration_s: ``num_frames / fps``, the playback length of the returned frames.
+        fps: rate of the returned frames, `source_fps / effective_stride`; write results at this rate.
+        num_frames: number of returned frames `T`.
+        duration_s: `num_frames / fps`, the playback length of the returned frames.
         rotation: clockwise degrees (0, 90, 180, 270) applied to the coded frames to reach display
-            orientation; the legacy ``rotate`` tag convention (a portrait phone video is usually 90).
-        codec: decoder name (``"h264"``, ``"vp9"``, ...), ``"rawvideo"`` for arrays and iterators.
-        source: the file path, ``"array"`` or ``"iterator"``.
-        source_fps: average rate of the source; for variable frame rate ``(frames - 1) / timestamp span``.
+            orientation; the legacy `rotate` tag convention (a portrait phone video is usually 90).
+        codec: decoder name (`"h264"`, `"vp9"`, ...), `"rawvideo"` for arrays and iterators.
+        source: the file path, `"array"` or `"iterator"`.
+        source_fps: average rate of the source; for variable frame rate `(frames - 1) / timestamp span`.
         source_num_frames: frames in the whole source (counted from packets, not decoded).
-        source_duration_s: duration of the whole source, ``source_num_frames / source_fps``.
+        source_duration_s: duration of the whole source, `source_num_frames / source_fps`.
         stride: the requested stride.
-        effective_stride: average source frames between returned frames: ``stride``, or more after
+        effective_stride: average source frames between returned frames: `stride`, or more after
             subsampling.
-        subsampled_from: frames left after start/end/stride when the ``max_frames`` budget cut them to
-            ``num_frames``; ``None`` when nothing was cut. See ``summary()`` for a user-facing line.
+        subsampled_from: frames left after start/end/stride when the `max_frames` budget cut them to
+            `num_frames`; `None` when nothing was cut. See `summary()` for a user-facing line.
     """
 
     width: int
@@ -67,11 +67,11 @@ class VideoInfo:
 
     @property
     def subsampled(self) -> bool:
-        """True when the ``max_frames`` budget dropped frames beyond the requested stride."""
+        """True when the `max_frames` budget dropped frames beyond the requested stride."""
         return self.subsampled_from is not None
 
     def summary(self) -> str:
-        """One line for a UI, e.g. ``'640x360, 7.5 fps, 64 frames (8.5 s); long video subsampled ...'``."""
+        """One line for a UI, e.g. `'640x360, 7.5 fps, 64 frames (8.5 s); long video subsampled ...'`."""
         text = f"{self.width}x{self.height}, {self.fps:.4g} fps, {self.num_frames} frames ({self.duration_s:.1f} s)"
         if self.subsampled:
             text += (
@@ -82,16 +82,16 @@ class VideoInfo:
 
 
 class VideoFrames:
-    """Lazily decoded frames with their ``VideoInfo``; what ``iter_video`` returns.
+    """Lazily decoded frames with their `VideoInfo`; what `iter_video` returns.
 
-    Iterating yields ``(index, timestamp_s, frame)``: ``index`` runs over ``0 .. info.num_frames - 1``
-    (position in the returned clip), ``timestamp_s`` is the source presentation time in seconds from the
-    first source frame, ``frame`` is ``(H, W, 3)`` uint8 RGB. Each iteration decodes afresh.
+    Iterating yields `(index, timestamp_s, frame)`: `index` runs over `0 .. info.num_frames - 1`
+    (position in the returned clip), `timestamp_s` is the source presentation time in seconds from the
+    first source frame, `frame` is `(H, W, 3)` uint8 RGB. Each iteration decodes afresh.
 
     Attributes:
-        info: the ``VideoInfo``, known before any frame is decoded.
-        source_indices: ``(T,)`` int64, source frame number of each returned frame.
-        timestamps_s: ``(T,)`` float64, presentation time of each returned frame.
+        info: the `VideoInfo`, known before any frame is decoded.
+        source_indices: `(T,)` int64, source frame number of each returned frame.
+        timestamps_s: `(T,)` float64, presentation time of each returned frame.
     """
 
     def __init__(self, info: VideoInfo, source_indices: np.ndarray, timestamps_s: np.ndarray,
@@ -108,9 +108,9 @@ class VideoFrames:
         return self.info.num_frames
 
     def subset(self, positions: Sequence[int]) -> "VideoFrames":
-        """Only the frames at ``positions`` (ascending), renumbered ``0 .. len(positions) - 1``: the clip a decode
+        """Only the frames at `positions` (ascending), renumbered `0 .. len(positions) - 1`: the clip a decode
         really delivered when corrupt packets lost some frames that the scan counted. Iterating raises
-        ``VideoReadError`` if a later decode does not deliver all of them again."""
+        `VideoReadError` if a later decode does not deliver all of them again."""
         positions = np.asarray(positions, dtype=np.int64)
         number = {int(p): k for k, p in enumerate(positions)}
         info = replace(self.info, num_frames=len(positions), duration_s=len(positions) / self.info.fps)
@@ -161,7 +161,7 @@ def check_duration(seconds: float, max_duration_s: float | None, source: str) ->
 
 def select_frames(times: np.ndarray, fps: Fraction, stride: int, start_s, end_s, max_frames, max_duration_s,
             source: str) -> tuple[np.ndarray, int | None, Fraction]:
-    """Indices of the returned frames in ``times`` ``(N,)``, frames before the budget cut (or None) and
+    """Indices of the returned frames in `times` `(N,)`, frames before the budget cut (or None) and
     the effective stride."""
     keep = np.ones(len(times), bool)
     if start_s is not None:

@@ -25,7 +25,7 @@ _MAX_PROBE_DECODE_ERRORS = 100  # give up looking for a first decodable frame af
 
 
 def open_container(path: Path) -> av.container.InputContainer:
-    """Open ``path`` with PyAV, raising ``VideoReadError`` unless it is a file with a video stream."""
+    """Open `path` with PyAV, raising `VideoReadError` unless it is a file with a video stream."""
     if not path.exists():
         raise VideoReadError(f"Video file not found: {path.name}. Check the path.")
     if not path.is_file():
@@ -58,7 +58,7 @@ def open_container(path: Path) -> av.container.InputContainer:
 
 def orientation(frame: av.VideoFrame, metadata: dict) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
     """Clockwise rotation and the numpy transform to display orientation, as FFmpeg's autorotate does it
-    (``fftools``: transpose/hflip/vflip chosen from the display matrix signs)."""
+    (`fftools`: transpose/hflip/vflip chosen from the display matrix signs)."""
     side = frame.side_data.get(_SideDataType.DISPLAYMATRIX)
     m = struct.unpack("=9i", bytes(side)) if side is not None else None
     if m is not None and not (math.hypot(m[1], m[4]) and math.hypot(m[0], m[3])):
@@ -179,7 +179,7 @@ def open_file(path, stride, start_s, end_s, max_frames, limits) -> VideoFrames:
 
 def _decode(path: Path, scan: _Scan, indices: np.ndarray, coded: tuple[int, int],
             orient: Callable[[np.ndarray], np.ndarray]) -> Iterator[Frame]:
-    """Decode ``path`` and yield the frames at ``indices`` (sorted source frame numbers)."""
+    """Decode `path` and yield the frames at `indices` (sorted source frame numbers)."""
     index_of = {p: i for i, p in enumerate(scan.pts)} if scan.pts is not None else None
     errors, pos, last = 0, 0, -1
     with open_container(path) as container:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..input_files import read_small_file
 from ..options import DEFAULT_QUERY_DECAY
 
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is about 2 KB; reading more is refused
@@ -215,8 +216,6 @@ class ReferDinoConfig:
     def load(cls, path: str | Path) -> "ReferDinoConfig":
         """Read a `config.json`: a regular file of at most `MAX_CONFIG_BYTES` (a FIFO or device is refused
         without being opened for reading, so it cannot block), holding JSON that `from_dict` accepts."""
-        from ..checkpoints.files import read_small_file
-
         raw = read_small_file(path, MAX_CONFIG_BYTES, ConfigError, what="config file")
         try:
             data = json.loads(raw.decode("utf-8"))

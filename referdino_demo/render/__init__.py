@@ -1,7 +1,7 @@
 """Drawing segmentation results: renderers for one frame (overlay, heatmap, banner), videos and score plots.
 
 Renderers work like supervision's annotators: options in the constructor, data at call time, the input
-frame left unchanged, RGB ``(H, W, 3)`` uint8 in and out. Expression i is drawn in ``PALETTE[i]`` everywhere.
+frame left unchanged, RGB `(H, W, 3)` uint8 in and out. Expression i is drawn in `PALETTE[i]` everywhere.
 """
 
 from referdino_demo.render.banner import UNTRAINED_TEXT, BannerRenderer

@@ -8,7 +8,7 @@ from referdino_demo.errors import ConfigError
 
 
 def check_frame(frame: np.ndarray, name: str = "frame") -> np.ndarray:
-    """``frame`` as an ``(H, W, 3)`` uint8 array, or a ``ValueError`` naming what was received."""
+    """`frame` as an `(H, W, 3)` uint8 array, or a `ValueError` naming what was received."""
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ConfigError(f"{name} must be an (H, W, 3) uint8 RGB array, got {frame.shape} {frame.dtype}")
@@ -16,7 +16,7 @@ def check_frame(frame: np.ndarray, name: str = "frame") -> np.ndarray:
 
 
 def mask_edge(mask: np.ndarray, thickness: int) -> np.ndarray:
-    """(H, W) bool: the pixels of ``mask`` within ``thickness`` pixels (4-neighbour steps) of its outside.
+    """(H, W) bool: the pixels of `mask` within `thickness` pixels (4-neighbour steps) of its outside.
 
     The outline lies inside the mask, so drawing it never covers pixels outside. The frame border does not
     count as outside: a mask touching the border is not outlined there. Vectorised erosion, fast without

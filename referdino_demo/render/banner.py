@@ -17,10 +17,9 @@ class BannerRenderer:
     """An opaque band with centred text at the top of the frame; warning yellow by default, a colour the
     expression palette does not use, so the banner is never mistaken for a mask or a label.
 
-    Args:
-        text: the message; shrunk to fit the frame width.
-        background, text_color: RGB colours.
-        height: band height as a fraction of the frame height (at least 12 px, at most the frame).
+    text: the message; shrunk to fit the frame width.
+    background, text_color: RGB colours.
+    height: band height as a fraction of the frame height (at least 12 px, at most the frame).
     """
 
     def __init__(self, text: str = UNTRAINED_TEXT, background: tuple[int, int, int] = (255, 210, 0),
@@ -30,7 +29,7 @@ class BannerRenderer:
         self.text, self.background, self.text_color, self.height = drawable_text(text), background, text_color, height
 
     def render_frame(self, frame: np.ndarray) -> np.ndarray:
-        """Return a new ``(H, W, 3)`` uint8 RGB frame with the banner; ``frame`` is left unchanged."""
+        """Return a new `(H, W, 3)` uint8 RGB frame with the banner; `frame` is left unchanged."""
         frame = check_frame(frame)
         rows, width = frame.shape[:2]
         band_h = min(rows, max(12, round(rows * self.height)))

@@ -14,13 +14,12 @@ from referdino_demo.render._pixels import check_frame, mask_edge
 
 
 class HeatmapRenderer:
-    """Probability heatmap with alpha = ``opacity * probability`` and an optional threshold contour.
+    """Probability heatmap with alpha = `opacity * probability` and an optional threshold contour.
 
-    Args:
-        colormap: a matplotlib colormap name ("inferno", "magma", "viridis", "jet", ...).
-        opacity: alpha where the probability is 1, in [0, 1].
-        contour: draw the boundary of ``probability > threshold`` in the expression's colour.
-        contour_thickness: contour width in pixels, drawn just inside the thresholded region.
+    colormap: a matplotlib colormap name ("inferno", "magma", "viridis", "jet", ...).
+    opacity: alpha where the probability is 1, in [0, 1].
+    contour: draw the boundary of `probability > threshold` in the expression's colour.
+    contour_thickness: contour width in pixels, drawn just inside the thresholded region.
     """
 
     def __init__(self, colormap: str = "inferno", opacity: float = 0.6, contour: bool = True,
@@ -36,14 +35,13 @@ class HeatmapRenderer:
 
     def render_frame(self, frame: np.ndarray, logits: np.ndarray, threshold: float = 0.5,
                      color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
-        """Blend the probability ``sigmoid(logits)`` over ``frame``; returns a new ``(H, W, 3)`` uint8 RGB frame.
+        """Blend the probability `sigmoid(logits)` over `frame`; returns a new `(H, W, 3)` uint8 RGB frame.
 
-        Args:
-            frame: ``(H, W, 3)`` uint8 RGB, left unchanged.
-            logits: ``(H, W)`` mask logits at the frame size; the contour is the mask's own boundary
-                (``postprocess.above_threshold``, as every mask), not a second rule on probabilities.
-            threshold: the mask threshold whose contour is drawn, in [0, 1].
-            color: RGB contour colour (the expression's palette colour).
+        frame: `(H, W, 3)` uint8 RGB, left unchanged.
+        logits: `(H, W)` mask logits at the frame size; the contour is the mask's own boundary
+            (`postprocess.above_threshold`, as every mask), not a second rule on probabilities.
+        threshold: the mask threshold whose contour is drawn, in [0, 1].
+        color: RGB contour colour (the expression's palette colour).
         """
         frame = check_frame(frame)
         logits = np.asarray(logits, np.float32)

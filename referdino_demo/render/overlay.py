@@ -24,13 +24,12 @@ LABEL_CHARS = 48  # longer expressions are cut with an ellipsis so a label stays
 class OverlayRenderer:
     """Translucent masks, outlines, optional boxes and labels ("the red car 0.87") in palette colours.
 
-    Args:
-        opacity: fill opacity in [0, 1] (0: outline only).
-        colors: RGB colours; mask ``i`` is drawn in ``colors[ids[i] % len(colors)]``. Default ``PALETTE``.
-        outline: thickness in pixels of an outline drawn just inside each mask (0: none).
-        show_boxes: draw a box per mask (the given ``boxes``, else the mask's bounding box).
-        show_labels: draw a label per mask: the expression text and, when given, the score.
-        label_scale: label size relative to the default (text 1/32 of the shorter frame side, >= 10 px).
+    opacity: fill opacity in [0, 1] (0: outline only).
+    colors: RGB colours; mask `i` is drawn in `colors[ids[i] % len(colors)]`. Default `PALETTE`.
+    outline: thickness in pixels of an outline drawn just inside each mask (0: none).
+    show_boxes: draw a box per mask (the given `boxes`, else the mask's bounding box).
+    show_labels: draw a label per mask: the expression text and, when given, the score.
+    label_scale: label size relative to the default (text 1/32 of the shorter frame side, >= 10 px).
     """
 
     def __init__(self, opacity: float = 0.5, colors: Sequence[tuple[int, int, int]] | None = None, *,
@@ -56,17 +55,16 @@ class OverlayRenderer:
     def render_frame(self, frame: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str],
                      boxes: np.ndarray | None = None, *, scores: Sequence[float] | None = None,
                      ids: Sequence[int] | None = None) -> np.ndarray:
-        """Draw ``masks`` over ``frame``; returns a new ``(H, W, 3)`` uint8 RGB frame.
+        """Draw `masks` over `frame`; returns a new `(H, W, 3)` uint8 RGB frame.
 
-        Args:
-            frame: ``(H, W, 3)`` uint8 RGB, left unchanged.
-            masks: n ``(H, W)`` bool masks, one per expression.
-            labels: n expression texts, drawn verbatim (glyphs the font lacks become ``?``).
-            boxes: optional ``(n, 4)`` xyxy pixel boxes (e.g. the model's); default: each mask's bounding box.
-            scores: optional n scores in [0, 1], appended to the labels with two decimals.
-            ids: palette index of each mask (default ``0 .. n-1``: expression i gets colour i).
+        frame: `(H, W, 3)` uint8 RGB, left unchanged.
+        masks: n `(H, W)` bool masks, one per expression.
+        labels: n expression texts, drawn verbatim (glyphs the font lacks become `?`).
+        boxes: optional `(n, 4)` xyxy pixel boxes (e.g. the model's); default: each mask's bounding box.
+        scores: optional n scores in [0, 1], appended to the labels with two decimals.
+        ids: palette index of each mask (default `0 .. n-1`: expression i gets colour i).
 
-        Boxes and labels are drawn for non-empty masks only, or for every entry when ``boxes`` is given.
+        Boxes and labels are drawn for non-empty masks only, or for every entry when `boxes` is given.
         """
         frame = check_frame(frame)
         n = len(masks)

@@ -1,7 +1,7 @@
-"""Per-frame scores: a matplotlib figure (for ``gr.Plot``, notebooks, files) and a plain table (for
-``gr.LinePlot`` or a CSV), both without pandas.
+"""Per-frame scores: a matplotlib figure (for `gr.Plot`, notebooks, files) and a plain table (for
+`gr.LinePlot` or a CSV), both without pandas.
 
-Figures are built as ``matplotlib.figure.Figure`` objects, never through ``pyplot``: no global figure
+Figures are built as `matplotlib.figure.Figure` objects, never through `pyplot`: no global figure
 registry to leak memory in a long-running server, and it works on the Agg backend without a display.
 """
 
@@ -23,11 +23,10 @@ def plot_scores(segmentation: VideoSegmentation, *, ax: Axes | None = None, thre
                 time_axis: bool = False, figsize: tuple[float, float] = (6.4, 2.8)) -> Figure:
     """Score of the shown query per processed frame, one line per expression in its palette colour.
 
-    Args:
-        segmentation: the result; y is ``ExpressionResult.frame_scores`` in [0, 1].
-        ax: draw into these axes (their figure is returned); default: a new ``Figure`` of ``figsize`` inches.
-        threshold: a dashed horizontal reference line at this score (e.g. the multi-target threshold).
-        time_axis: x in seconds (``frame / fps``) instead of the processed frame index.
+    segmentation: the result; y is `ExpressionResult.frame_scores` in [0, 1].
+    ax: draw into these axes (their figure is returned); default: a new `Figure` of `figsize` inches.
+    threshold: a dashed horizontal reference line at this score (e.g. the multi-target threshold).
+    time_axis: x in seconds (`frame / fps`) instead of the processed frame index.
     """
     if ax is None:
         figure = Figure(figsize=figsize, layout="constrained")
@@ -53,7 +52,7 @@ def plot_scores(segmentation: VideoSegmentation, *, ax: Axes | None = None, thre
 def scores_table(segmentation: VideoSegmentation, *, threshold: float = 0.5, multi_target: float | None = None,
                  chunk: int = DEFAULT_CHUNK) -> list[dict]:
     """One dict per (frame, expression), frame-major: frame (processed index), time_s, expression, score
-    (shown query) and mask_area (pixels of ``masks(threshold, multi_target)``)."""
+    (shown query) and mask_area (pixels of `masks(threshold, multi_target)`)."""
     return [{"frame": row["frame_index"], "time_s": row["time_s"], "expression": row["expression"],
              "score": row["score"], "mask_area": row["mask_area_px"]}
             for row in iter_frame_stats(segmentation, threshold, multi_target, chunk)]

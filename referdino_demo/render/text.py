@@ -2,7 +2,7 @@
 draws the same glyphs whether or not OpenCV is installed.
 
 Expressions are free text (any script, emoji). Characters the font has no glyph for would be drawn as
-empty boxes, so ``drawable_text`` replaces them with ``?`` and drops invisible ones (joiners, variation
+empty boxes, so `drawable_text` replaces them with `?` and drops invisible ones (joiners, variation
 selectors): the label stays readable and nothing raises.
 """
 
@@ -25,7 +25,7 @@ def font_path() -> str:
 
 @lru_cache(maxsize=32)
 def load_font(size: int) -> ImageFont.FreeTypeFont:
-    """The label font at ``size`` pixels per em, cached."""
+    """The label font at `size` pixels per em, cached."""
     return ImageFont.truetype(font_path(), max(1, int(size)))
 
 
@@ -35,11 +35,11 @@ def _face() -> ft2font.FT2Font:
 
 
 def drawable_text(text: str, max_chars: int | None = None) -> str:
-    """``text`` on one line, with characters the font cannot draw replaced by ``?``.
+    """`text` on one line, with characters the font cannot draw replaced by `?`.
 
     Whitespace (newlines, tabs) becomes a space; a missing mark or format character (zero-width joiner,
     variation selector, combining accent) is dropped rather than replaced, since it has no width anyway.
-    With ``max_chars``, a longer result is cut to that many characters, the last one an ellipsis.
+    With `max_chars`, a longer result is cut to that many characters, the last one an ellipsis.
     """
     face = _face()
     out = []

@@ -1,10 +1,10 @@
-"""Overlay and heatmap videos of a ``VideoSegmentation``, and the same drawing for one frame (a UI slider).
+"""Overlay and heatmap videos of a `VideoSegmentation`, and the same drawing for one frame (a UI slider).
 
-The videos are H.264 yuv420p MP4 written by ``VideoWriter`` at ``segmentation.fps``, one output frame per
-processed frame. ``frames`` are the processed frames again (the caller re-reads the video with the same
+The videos are H.264 yuv420p MP4 written by `VideoWriter` at `segmentation.fps`, one output frame per
+processed frame. `frames` are the processed frames again (the caller re-reads the video with the same
 stride, start/end and max_frames), consumed lazily while masks are computed a chunk at a time, so memory
-does not grow with the video length. If ``frames`` has fewer or more frames than the segmentation, a
-``ReferDinoError`` is raised and nothing is left at ``path`` (the writer is atomic).
+does not grow with the video length. If `frames` has fewer or more frames than the segmentation, a
+`ReferDinoError` is raised and nothing is left at `path` (the writer is atomic).
 """
 
 from __future__ import annotations
@@ -30,16 +30,15 @@ def render_overlay_video(segmentation: VideoSegmentation, frames: Iterable[np.nd
                          threshold: float = 0.5, multi_target: float | None = None, opacity: float = 0.5,
                          show_boxes: bool = False, show_labels: bool = True, untrained_banner: bool | None = None,
                          chunk: int = DEFAULT_CHUNK) -> Path:
-    """Write every expression's masks over ``frames`` to the MP4 ``path``; returns ``path``.
+    """Write every expression's masks over `frames` to the MP4 `path`; returns `path`.
 
-    Args:
-        segmentation: the result to draw (T processed frames, E expressions; expression i in colour i).
-        frames: T ``(H, W, 3)`` uint8 RGB frames in processed order (any iterable, read lazily).
-        path: destination ``.mp4``.
-        threshold, multi_target: as in ``ExpressionResult.masks``.
-        opacity, show_boxes, show_labels: see ``OverlayRenderer``; boxes are the model's boxes.
-        untrained_banner: draw the "UNTRAINED WEIGHTS" banner; None: when the segmentation is untrained.
-        chunk: frames per mask computation (memory vs. overhead).
+    segmentation: the result to draw (T processed frames, E expressions; expression i in colour i).
+    frames: T `(H, W, 3)` uint8 RGB frames in processed order (any iterable, read lazily).
+    path: destination `.mp4`.
+    threshold, multi_target: as in `ExpressionResult.masks`.
+    opacity, show_boxes, show_labels: see `OverlayRenderer`; boxes are the model's boxes.
+    untrained_banner: draw the "UNTRAINED WEIGHTS" banner; None: when the segmentation is untrained.
+    chunk: frames per mask computation (memory vs. overhead).
     """
     renderer = OverlayRenderer(opacity=opacity, show_boxes=show_boxes, show_labels=show_labels)
     banner = _banner(segmentation, untrained_banner)
@@ -57,11 +56,11 @@ def render_heatmap_video(segmentation: VideoSegmentation, frames: Iterable[np.nd
                          expression: int | str = 0, threshold: float = 0.5, colormap: str = "inferno",
                          opacity: float = 0.6, contour: bool = True, untrained_banner: bool | None = None,
                          chunk: int = DEFAULT_CHUNK) -> Path:
-    """Write one expression's probability heatmap (shown query) over ``frames`` to the MP4 ``path``.
+    """Write one expression's probability heatmap (shown query) over `frames` to the MP4 `path`.
 
-    ``expression`` is an index or the expression text; the contour of ``probability > threshold`` is drawn
-    in that expression's palette colour. Other arguments as in ``render_overlay_video`` and
-    ``HeatmapRenderer``. Returns ``path``.
+    `expression` is an index or the expression text; the contour of `probability > threshold` is drawn
+    in that expression's palette colour. Other arguments as in `render_overlay_video` and
+    `HeatmapRenderer`. Returns `path`.
     """
     index, result = _expression(segmentation, expression)
     renderer = HeatmapRenderer(colormap=colormap, opacity=opacity, contour=contour)
@@ -77,7 +76,7 @@ def render_heatmap_video(segmentation: VideoSegmentation, frames: Iterable[np.nd
 def render_frame(segmentation: VideoSegmentation, frame: np.ndarray, index: int, threshold: float = 0.5, *,
                  multi_target: float | None = None, opacity: float = 0.5, show_boxes: bool = False,
                  show_labels: bool = True, untrained_banner: bool | None = None) -> np.ndarray:
-    """Processed frame ``index`` (``frame``, ``(H, W, 3)`` uint8 RGB) drawn like ``render_overlay_video``."""
+    """Processed frame `index` (`frame`, `(H, W, 3)` uint8 RGB) drawn like `render_overlay_video`."""
     _check_index(segmentation, index)
     renderer = OverlayRenderer(opacity=opacity, show_boxes=show_boxes, show_labels=show_labels)
     masks = np.array([result.mask(index, threshold, multi_target) for result in segmentation], bool)
@@ -91,7 +90,7 @@ def render_heatmap_frame(segmentation: VideoSegmentation, frame: np.ndarray, ind
                          expression: int | str = 0, threshold: float = 0.5, colormap: str = "inferno",
                          opacity: float = 0.6, contour: bool = True,
                          untrained_banner: bool | None = None) -> np.ndarray:
-    """Processed frame ``index`` drawn like ``render_heatmap_video``."""
+    """Processed frame `index` drawn like `render_heatmap_video`."""
     _check_index(segmentation, index)
     position, result = _expression(segmentation, expression)
     renderer = HeatmapRenderer(colormap=colormap, opacity=opacity, contour=contour)
@@ -105,7 +104,7 @@ def render_heatmap_frame(segmentation: VideoSegmentation, frame: np.ndarray, ind
 def _write(segmentation: VideoSegmentation, frames: Iterable[np.ndarray], path: str | os.PathLike,
            chunks: Iterator[tuple[int, Iterable[np.ndarray]]],
            draw: Callable[[np.ndarray, int, np.ndarray], np.ndarray]) -> Path:
-    """Pair each frame with its per-frame data from ``chunks``, draw it and encode it."""
+    """Pair each frame with its per-frame data from `chunks`, draw it and encode it."""
     height, width = segmentation.frame_size
     total = segmentation.num_frames
     frames = iter(frames)

@@ -1,6 +1,6 @@
-"""Opening checkpoint files safely: only regular files (a FIFO, device, socket or folder given where a file is
-expected is refused by its type before it is opened for reading, so nothing can block), and small files read
-with a size bound."""
+"""Opening input files safely (checkpoints, configs): only regular files (a FIFO, device, socket or folder given
+where a file is expected is refused by its type before it is opened for reading, so nothing can block), and small
+files read with a size bound."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import CheckpointMismatchError, CheckpointNotFoundError
+from .errors import CheckpointMismatchError, CheckpointNotFoundError
 
 _KINDS = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
