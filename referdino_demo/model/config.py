@@ -90,7 +90,16 @@ MAX_PARAMETERS = 1_000_000_000
 
 @dataclass
 class SwinSettings:
-    """The Swin Transformer backbone (official `SwinTransformer`; channels double at every stage)."""
+    """The Swin Transformer backbone (official `SwinTransformer`; channels double at every stage).
+
+    embed_dim (`int`, default 96): channels of the first stage (Swin-T 96, Swin-B 128).
+    depths (`list[int]`, default `[2, 2, 6, 2]`): Swin blocks in each of the four stages.
+    num_heads (`list[int]`, default `[3, 6, 12, 24]`): attention heads in each stage.
+    window_size (`int`, default 7): side of the attention windows in patches (Swin-B 384: 12).
+    patch_size (`int`, default 4): side of the patches the image is cut into (stride of the first stage).
+    mlp_ratio (`float`, default 4.0): hidden width of each block's MLP, as a multiple of its channels.
+    layer_norm_eps (`float`, default 1e-5): epsilon of the layer norms.
+    """
 
     embed_dim: int = 96
     depths: list[int] = field(default_factory=lambda: [2, 2, 6, 2])
@@ -107,7 +116,18 @@ class SwinSettings:
 
 @dataclass
 class TextSettings:
-    """The BERT text encoder (bert-base-uncased sizes by default)."""
+    """The BERT text encoder (bert-base-uncased sizes by default).
+
+    vocab_size (`int`, default 30522): tokens in the vocabulary.
+    hidden_size (`int`, default 768): width of the token features.
+    num_layers (`int`, default 12): transformer layers.
+    num_heads (`int`, default 12): attention heads per layer.
+    intermediate_size (`int`, default 3072): hidden width of each layer's feed-forward block.
+    max_position_embeddings (`int`, default 512): longest token sequence the position table covers.
+    type_vocab_size (`int`, default 2): token type ids (segments).
+    layer_norm_eps (`float`, default 1e-12): epsilon of the layer norms.
+    hidden_act (`str`, default "gelu"): activation of the feed-forward blocks.
+    """
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -122,10 +142,45 @@ class TextSettings:
 
 @dataclass
 class ReferDinoConfig:
-    """Configuration of a ReferDINO model.
+    """Configuration of a ReferDINO model. The defaults are the released models' values, with a Swin-T backbone;
+    `swin_t()`, `swin_b()` and `tiny()` are the presets, `from_official` reads the official arguments.
 
     Transformer sizes (`d_model`, `num_heads`, `ffn_dim`) follow GroundingDINO: the fusion layers use
-    `ffn_dim // 2` channels and `num_heads // 2` heads, as does the text enhancer.
+    `ffn_dim // 2` channels and `num_heads // 2` heads, as does the text enhancer. Every number is checked against
+    `LIMITS` and the cross-field rules when the config is made (`validate`).
+
+    backbone (`SwinSettings`): the image backbone.
+    text (`TextSettings`): the BERT text encoder.
+    d_model (`int`, default 256): width of the encoder, decoder and query features (the released code needs 256).
+    num_heads (`int`, default 8): attention heads of the encoder and decoder.
+    encoder_layers (`int`, default 6): deformable encoder layers, each with image-text fusion and text enhancer.
+    decoder_layers (`int`, default 6): decoder layers; queries are pruned after each (`query_decay`).
+    ffn_dim (`int`, default 2048): hidden width of the encoder and decoder feed-forward blocks.
+    encoder_points (`int`, default 4): deformable sampling points per head and level in the encoder.
+    decoder_points (`int`, default 4): the same in the decoder's cross-attention.
+    num_feature_levels (`int`, default 4): feature maps the encoder attends to (three backbone stages and one
+      extra stride-64 level; the released code needs 4).
+    num_queries (`int`, default 900): object queries chosen from the encoder's output (two-stage selection).
+    max_text_len (`int`, default 256): tokens of the expression kept, [CLS] and [SEP] included.
+    position_temperature (`int`, default 20): temperature of the sine position embeddings.
+    layer_norm_eps (`float`, default 1e-5): epsilon of the transformer's layer norms.
+    input_proj_groups (`int`, default 32): group-norm groups of the projections from the backbone to `d_model`.
+    query_decay (`float`, default 0.5): fraction of the queries each decoder layer keeps (ReferDINO's
+      confidence-aware pruning: 900, 450, ..., 15); 1.0 turns pruning off.
+    tracking_alpha (`float`, default 0.1): how far the tracker's memory of the queries moves towards each frame
+      (scaled by each query's grounding score).
+    temporal_layers (`int`, default 3): layers of the temporal decoder (1 in the a2d checkpoint).
+    temporal_heads (`int`, default 8): attention heads of the temporal decoder.
+    temporal_ffn_dim (`int`, default 2048): its feed-forward width (PyTorch's default, fixed in the official code).
+    mask_layers (`int`, default 3): layers of the grounding-guided deformable mask decoder.
+    mask_heads (`int`, default 8): attention heads of the mask decoder.
+    mask_points (`int`, default 16): deformable sampling points per head inside each query's box.
+    mask_ffn_dim (`int`, default 1024): feed-forward width of the mask decoder layers.
+    pixel_decoder_groups (`int`, default 8): group-norm groups of the stride-4 pixel decoder.
+    inverse_sigmoid_eps (`float`, default 1e-3): clamp of `inverse_sigmoid`, as in the official code.
+    lora_alpha (`float`, default 1.0): LoRA scaling numerator (scaling = alpha / rank), used when the converter
+      merges the released LoRA weights.
+    name (`str`, default "custom"): a label shown in descriptions ("swin_t", "swin_b", "tiny").
     """
 
     backbone: SwinSettings = field(default_factory=SwinSettings)
