@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("REFERDINO_SHARED") or REPO.parent / "shared")
+
+
+def require_reference(path: Path = SHARED) -> Path:
+    """`path` in the reference data: outputs of the official ReferDINO code on random weights (`parity/`), DAVIS
+    J&F values (`jf/`) and the official key manifests. They live beside the repository (`../shared`) in the
+    project's workspace, not in git. Without them these tests are skipped, saying so; under CI=true, where they must
+    be, their absence fails."""
+    if path.exists():
+        return path
+    reason = (f"reference data missing: {path} (official-code outputs kept in the project's workspace, not in git: "
+              f"put that folder at {REPO.parent / 'shared'} or set REFERDINO_SHARED to it)")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"the reference data folder {SHARED} is missing; it must sit beside the repository")
-    return SHARED
+    return require_reference()
 
 
 @pytest.fixture(scope="session")

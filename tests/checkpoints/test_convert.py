@@ -9,13 +9,14 @@ from referdino_demo.errors import CheckpointMismatchError
 from referdino_demo.model import ReferDinoModel
 
 
-from conftest import SHARED
+from conftest import SHARED, require_reference
 
 MANIFESTS = sorted((SHARED / "parity" / "manifests").glob("*.json"))
 
 
 def test_the_manifests_are_there():
-    assert len(MANIFESTS) >= 3, f"expected the official key manifests in {SHARED / 'parity' / 'manifests'}"
+    folder = require_reference(SHARED / "parity" / "manifests")
+    assert len(MANIFESTS) >= 3, f"expected the official key manifests in {folder}"
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=[m.stem for m in MANIFESTS])

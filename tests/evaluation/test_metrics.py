@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,9 @@ from scipy import ndimage as ndi
 from referdino_demo.evaluation import JFScore, boundary_f_measure, j_and_f, region_similarity
 from referdino_demo.evaluation.metrics import _bound_pix, _boundary_counts, _dilate_disk, _disk_half_widths
 
-SHARED_JF = Path(__file__).resolve().parents[2].parent / "shared" / "jf"
+from conftest import SHARED, require_reference
+
+SHARED_JF = SHARED / "jf"
 TOL = 1e-6
 
 
@@ -21,19 +22,20 @@ TOL = 1e-6
 
 
 def _load_reference():
-    """(expected.json, masks.npz) or None when the shared fixtures are missing (tests then fail, not skip)."""
+    """(expected.json, masks.npz) or None when the reference data is missing (see `require_reference`)."""
     if not (SHARED_JF / "expected.json").is_file() or not (SHARED_JF / "masks.npz").is_file():
         return None
     return json.loads((SHARED_JF / "expected.json").read_text()), np.load(SHARED_JF / "masks.npz")
 
 
 REFERENCE = _load_reference()
-CASES = REFERENCE[0]["cases"] if REFERENCE else [None]  # [None]: one test that fails with a clear message
+CASES = REFERENCE[0]["cases"] if REFERENCE else [None]  # [None]: one test that says what is missing
 
 
 def _require_reference():
     if REFERENCE is None:
-        pytest.fail(f"J&F reference fixtures not found: expected {SHARED_JF}/expected.json and masks.npz")
+        require_reference(SHARED_JF / "expected.json")
+        require_reference(SHARED_JF / "masks.npz")
     return REFERENCE
 
 
