@@ -9,6 +9,8 @@ stride-4 mask size of the model input.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -17,8 +19,30 @@ import numpy as np
 import torch
 
 from . import postprocess
-from .errors import ConfigError, ReferDinoError, UnknownExpressionError
+from .errors import ConfigError, NoCandidateAtPointError, ReferDinoError, UnknownExpressionError
 from .preprocess.text import clean_expression
+
+
+@dataclass(frozen=True)
+class PickOutcome:
+    """Which kept candidate a click picked, as plain values a UI can store (e.g. `previous_rank` to undo it).
+
+    frame, x, y: the processed frame and the pixel (column, row) clicked. rank: the chosen candidate's position in
+    `candidates` (0 = the official choice); query: its query index; previous_rank: the rank shown before.
+    probability: the chosen mask's probability at the pixel. tied_ranks: the ranks whose mask logit there equals
+    the chosen one's, the chosen first (just `(rank,)` without a tie). message: one sentence for the user.
+    """
+
+    expression: str
+    frame: int
+    x: int
+    y: int
+    rank: int
+    query: int
+    previous_rank: int
+    probability: float
+    tied_ranks: tuple[int, ...]
+    message: str
 
 
 @dataclass
@@ -88,12 +112,57 @@ class ExpressionResult:
                          (cy + h / 2) * height], -1).astype(np.float32)
 
     # -- choices ---------------------------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        """Position of the shown query in `candidates` (0 = the official choice): the value to store for a choice."""
+        return self._slot(self.query)
+
     def with_candidate(self, rank: int) -> "ExpressionResult":
         """The same result showing the `rank`-th candidate (0 = the official choice)."""
-        if not 0 <= rank < len(self.candidates):
-            raise ReferDinoError(f"candidate {rank} does not exist; there are {len(self.candidates)} (0 to "
-                                 f"{len(self.candidates) - 1})")
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank < len(self.candidates):
+            raise ConfigError(f"candidate {rank!r} does not exist; there are {len(self.candidates)} (0 to "
+                              f"{len(self.candidates) - 1})")
         return dataclasses.replace(self, query=int(self.candidates[rank]))
+
+    def candidate_at(self, frame: int, x: float, y: float, threshold: float = 0.5) -> PickOutcome:
+        """Which kept candidate a click at pixel (`x`, `y`) of processed frame `frame` picks.
+
+        `x` is the column in [0, W), `y` the row in [0, H), in pixels of the original frame (fractions are cut to
+        the pixel they fall in). The candidates whose own `mask(frame, threshold)` covers that pixel compete; the
+        one with the highest mask logit there wins, and a tie goes to the better-ranked candidate (the message says
+        so). Raises `NoCandidateAtPointError` when no candidate covers the pixel, `ConfigError` for a frame or point
+        outside the video.
+        """
+        row, col = self._pixel(frame, x, y)
+        cut = postprocess.threshold_logit(threshold)
+        logits = self.upsampled_logits([frame], self.candidates.tolist())[:, 0, row, col]  # (K,)
+        where = f"({col}, {row}) in frame {frame}"
+        covering = np.flatnonzero(logits > cut)  # ranks, best first
+        if not len(covering):
+            best = float(postprocess.probabilities(logits.max()))
+            raise NoCandidateAtPointError(
+                f"no kept candidate of {self.expression!r} covers {where} at threshold {threshold:g}: the "
+                f"{len(self.candidates)} kept candidates' highest probability there is {best:.2f}. Click inside a "
+                f"mask, lower the threshold, or keep more candidates (num_candidates, now {len(self.candidates)}) "
+                f"on the next run")
+        tied = covering[logits[covering] == logits[covering].max()]
+        rank, previous = int(tied[0]), self.rank
+        probability = float(postprocess.probabilities(logits[rank]))
+        if len(tied) > 1:
+            message = (f"candidates {', '.join(map(str, tied))} cover {where} equally (probability "
+                       f"{probability:.2f}); chose candidate {rank}, the better-ranked one")
+        elif len(covering) > 1:
+            message = (f"candidate {rank} covers {where} best of the {len(covering)} candidates covering it "
+                       f"(probability {probability:.2f})")
+        else:
+            message = f"only candidate {rank} covers {where} (probability {probability:.2f})"
+        message += "; it is already shown" if rank == previous else f"; showing it instead of candidate {previous}"
+        return PickOutcome(self.expression, int(frame), col, row, rank, int(self.candidates[rank]), previous,
+                           probability, tuple(int(r) for r in tied), message)
+
+    def pick(self, frame: int, x: float, y: float, threshold: float = 0.5) -> "ExpressionResult":
+        """The same result showing the candidate a click at (`x`, `y`) of `frame` picks (see `candidate_at`)."""
+        return self.with_candidate(self.candidate_at(frame, x, y, threshold).rank)
 
     def queries_above(self, score: float = 0.2) -> list[int]:
         """The official multi-target rule (MeViS): kept queries with mean score > `score`, else the best one."""
@@ -137,6 +206,16 @@ class ExpressionResult:
                              confidence=np.array([self.frame_scores[frame]], np.float32),
                              class_id=np.array([0]), data={"expression": np.array([self.expression])})
 
+    def _pixel(self, frame: int, x: float, y: float) -> tuple[int, int]:
+        """(row, column) of the pixel that (`x`, `y`) falls in, after checking the frame and the point."""
+        height, width = self.frame_size
+        if isinstance(frame, bool) or not isinstance(frame, numbers.Integral) or not 0 <= frame < self.num_frames:
+            raise ConfigError(f"frame must be a processed frame index in 0..{self.num_frames - 1}, got {frame!r}")
+        for name, value, size in (("x", x, width), ("y", y, height)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < size:
+                raise ConfigError(f"{name} must be in [0, {size}) pixels of the {width}x{height} frame, got {value!r}")
+        return math.floor(y), math.floor(x)
+
     def _slot(self, query: int) -> int:
         slots = np.nonzero(self.candidates == query)[0]
         if not len(slots):
@@ -171,12 +250,30 @@ class VideoSegmentation:
         return (frame for _, _, frame in self.frames)
 
     def __getitem__(self, key: str | int) -> ExpressionResult:
-        if isinstance(key, int):
-            return list(self.results.values())[key]
-        key = clean_expression(key) if isinstance(key, str) else key  # as `segment` named it
+        return self.results[self._key(key)]
+
+    def with_candidate(self, expression: str | int, rank: int) -> "VideoSegmentation":
+        """The same segmentation with `expression` (text or index) showing its `rank`-th candidate."""
+        key = self._key(expression)
+        return dataclasses.replace(self, results={**self.results, key: self.results[key].with_candidate(rank)})
+
+    def pick(self, expression: str | int, frame: int, x: float, y: float,
+             threshold: float = 0.5) -> "VideoSegmentation":
+        """The same segmentation with `expression` showing the candidate a click at pixel (`x`, `y`) of processed
+        frame `frame` picks; `self[expression].candidate_at(...)` gives the choice and a message to show."""
+        return self.with_candidate(expression, self[expression].candidate_at(frame, x, y, threshold).rank)
+
+    def _key(self, key: str | int) -> str:
+        """The `results` key of an expression given by index or by text (cleaned as `segment` named it)."""
+        names = list(self.results)
+        if isinstance(key, numbers.Integral):
+            if not -len(names) <= key < len(names):
+                raise UnknownExpressionError(f"no expression {key}; there are {len(names)}: {names}")
+            return names[int(key)]
+        key = clean_expression(key) if isinstance(key, str) else key
         if key not in self.results:
-            raise UnknownExpressionError(f"no result for {key!r}; expressions: {list(self.results)}")
-        return self.results[key]
+            raise UnknownExpressionError(f"no result for {key!r}; expressions: {names}")
+        return key
 
     def __iter__(self) -> Iterator[ExpressionResult]:
         return iter(self.results.values())

@@ -1,8 +1,9 @@
-"""Video input and output: read any video (file, array, iterator) as RGB frames; write browser-playable MP4.
+"""Video input and output: read any video (file, array, iterator) as RGB frames; write browser-playable video.
 
 `read_video` / `iter_video` return frames `(T, H, W, 3)` / `(H, W, 3)` uint8 RGB in display
 orientation with a `VideoInfo`; `write_video` / `VideoWriter` write H.264 yuv420p MP4 with
-`+faststart`; `probe_video` reports what a file contains.
+`+faststart`, or with an alpha channel VP9 WebM (ProRes 4444 MOV where VP9 is missing, `alpha_video_suffix`);
+`probe_video` reports what a file contains.
 """
 
 from referdino_demo.io.video_reader import (
@@ -17,6 +18,7 @@ from referdino_demo.io.video_writer import (
     DEFAULT_CRF,
     VideoProbe,
     VideoWriter,
+    alpha_video_suffix,
     exact_frame_rate,
     probe_video,
     write_video,
@@ -30,6 +32,7 @@ __all__ = [
     "VideoInfo",
     "VideoProbe",
     "VideoWriter",
+    "alpha_video_suffix",
     "exact_frame_rate",
     "iter_video",
     "probe_video",

@@ -5,6 +5,9 @@ frame left unchanged, RGB `(H, W, 3)` uint8 in and out. Expression i is drawn in
 """
 
 from referdino_demo.render.banner import UNTRAINED_TEXT, BannerRenderer
+from referdino_demo.render.effects import (BlurRenderer, ColorFillRenderer, CutoutRenderer, DesaturateRenderer,
+                                           PixelateRenderer, SpotlightRenderer, render_effect_frame,
+                                           render_effect_video)
 from referdino_demo.render.heatmap import HeatmapRenderer
 from referdino_demo.render.overlay import OverlayRenderer
 from referdino_demo.render.palette import PALETTE, color_for, hex_color
@@ -15,11 +18,19 @@ __all__ = [
     "PALETTE",
     "UNTRAINED_TEXT",
     "BannerRenderer",
+    "BlurRenderer",
+    "ColorFillRenderer",
+    "CutoutRenderer",
+    "DesaturateRenderer",
     "HeatmapRenderer",
     "OverlayRenderer",
+    "PixelateRenderer",
+    "SpotlightRenderer",
     "color_for",
     "hex_color",
     "plot_scores",
+    "render_effect_frame",
+    "render_effect_video",
     "render_frame",
     "render_heatmap_frame",
     "render_heatmap_video",

@@ -1,5 +1,6 @@
 """Tests for referdino_demo/io/video_writer.py: what browsers need (H.264, yuv420p, even size, faststart),
-exact frame counts and rates, atomic writes. Inputs are generated in memory or with PyAV in tmp_path."""
+exact frame counts and rates, atomic writes. Inputs are generated in memory or with PyAV in tmp_path. Videos with
+alpha: test_alpha_video.py."""
 
 import struct
 from fractions import Fraction
@@ -8,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from referdino_demo.errors import VideoReadError
+from referdino_demo.errors import ConfigError, VideoReadError
 from referdino_demo.io import VideoWriter, exact_frame_rate, probe_video, read_video, write_video
 
 
@@ -114,10 +115,15 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path):
             raise RuntimeError("render failed")
     assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary file
     write_video(target, frames_with_ids(2), 10)
-    with pytest.raises(ValueError, match=r"Expected a \(48, 64, 3\) uint8 RGB frame"):
+    with pytest.raises(ConfigError, match=r"Expected a \(48, 64, 3\) uint8 RGB frame"):
         write_video(target, [frames_with_ids(1)[0], np.zeros((40, 64, 3), np.uint8)], 10)
     assert [p.name for p in tmp_path.iterdir()] == ["result.mp4"]
     assert probe_video(target).num_frames == 2  # the earlier complete file is untouched
+
+
+def test_mov_without_alpha_is_h264(tmp_path):
+    probe = probe_video(write_video(tmp_path / "out.mov", frames_with_ids(3), 10))
+    assert (probe.codec, probe.pix_fmt, probe.alpha, probe.num_frames) == ("h264", "yuv420p", False, 3)
 
 
 def test_success_replaces_an_existing_file(tmp_path):
@@ -131,13 +137,14 @@ def test_success_replaces_an_existing_file(tmp_path):
     (lambda p: write_video(p / "a.mp4", [], 10), "No frames to write"),
     (lambda p: VideoWriter(p / "a.mp4", 10, (64, 48)).close(), "No frames were written"),
     (lambda p: write_video(p / "a.mp4", frames_with_ids(1).astype(np.float32), 10), "uint8"),
-    (lambda p: write_video(p / "a.avi", frames_with_ids(1), 10), "ending in .mp4"),
+    (lambda p: write_video(p / "a.avi", frames_with_ids(1), 10), r"ending in .mp4, .m4v, .mov or .webm"),
+    (lambda p: write_video(p / "a.mp4", frames_with_ids(1), 10, crf=52), "crf must be in 0..51 for libx264"),
     (lambda p: write_video(p / "a.mp4", frames_with_ids(1), 0), "fps must be a finite number > 0"),
     (lambda p: write_video(p / "a.mp4", frames_with_ids(1), float("nan")), "fps must be a finite number"),
     (lambda p: write_video(p / "a.mp4", frames_with_ids(1), float("inf")), "fps must be a finite number"),
 ])
 def test_invalid_writes_raise_and_leave_nothing(tmp_path, call, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         call(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
