@@ -104,9 +104,11 @@ class ExpressionResult:
         """(T, h4, w4) float16 stride-4 mask probabilities of the shown query."""
         return postprocess.probabilities(self.logits).astype(np.float16)
 
-    def boxes_xyxy(self, query: int | None = None) -> np.ndarray:
-        """(T, 4) float32 boxes of a query (default: the shown one) in pixels of the original frame."""
-        cx, cy, w, h = np.moveaxis(self.boxes[:, self.query if query is None else query], -1, 0)
+    def boxes_xyxy(self, query: int | None = None, frames: slice | list[int] | None = None) -> np.ndarray:
+        """(T, 4) float32 boxes of a query (default: the shown one) in pixels of the original frame (with `frames`,
+        only those frames')."""
+        frames = slice(None) if frames is None else frames
+        cx, cy, w, h = np.moveaxis(self.boxes[frames, self.query if query is None else query], -1, 0)
         height, width = self.frame_size
         return np.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
                          (cy + h / 2) * height], -1).astype(np.float32)
@@ -197,14 +199,17 @@ class ExpressionResult:
         queries = None if multi_target is None else self.queries_above(multi_target)
         return postprocess.above_threshold(self.upsampled_logits([frame], queries), threshold).any(0)[0]
 
-    def to_detections(self, frame: int, threshold: float = 0.5):
-        """One frame as a `supervision.Detections` (one detection: mask, xyxy box, confidence)."""
+    def to_detections(self, frame: int, threshold: float = 0.5, multi_target: float | None = None,
+                      mask: np.ndarray | None = None, class_id: int = 0):
+        """One frame as a `supervision.Detections` with one detection: the `mask(frame, threshold, multi_target)`
+        (or the given `(H, W)` `mask` of that frame, already computed), the shown query's xyxy pixel box and score,
+        `class_id` (the palette index) and `data["expression"]`."""
         import supervision as sv
 
-        mask = self.mask(frame, threshold)
-        return sv.Detections(xyxy=self.boxes_xyxy()[frame][None], mask=mask[None],
+        mask = self.mask(frame, threshold, multi_target) if mask is None else np.asarray(mask, bool)
+        return sv.Detections(xyxy=self.boxes_xyxy(frames=[frame]), mask=mask[None],
                              confidence=np.array([self.frame_scores[frame]], np.float32),
-                             class_id=np.array([0]), data={"expression": np.array([self.expression])})
+                             class_id=np.array([class_id]), data={"expression": np.array([self.expression], object)})
 
     def _pixel(self, frame: int, x: float, y: float) -> tuple[int, int]:
         """(row, column) of the pixel that (`x`, `y`) falls in, after checking the frame and the point."""
@@ -242,6 +247,17 @@ class VideoSegmentation:
     notes: list[str] = field(default_factory=list)  # e.g. "subsampled 900 frames to 300"
     timings: dict[str, float] = field(default_factory=dict)
     frames: object | None = field(default=None, repr=False)  # re-iterable (index, time_s, frame), e.g. VideoFrames
+
+    def to_detections(self, frame: int, threshold: float = 0.5, multi_target: float | None = None,
+                      masks: np.ndarray | None = None):
+        """Processed frame `frame` as a `supervision.Detections` with one detection per expression, in order:
+        class_id is the expression's index (its palette colour). `masks` `(E, H, W)` bool: the frame's masks when
+        already computed (a video renderer's chunk), else computed at `threshold` / `multi_target`."""
+        import supervision as sv
+
+        return sv.Detections.merge([
+            result.to_detections(frame, threshold, multi_target, None if masks is None else masks[e], class_id=e)
+            for e, result in enumerate(self)])
 
     def iter_frames(self) -> Iterator[np.ndarray]:
         """The processed frames (H, W, 3) uint8 RGB again, in order (decoded afresh for files)."""

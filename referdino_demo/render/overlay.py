@@ -55,51 +55,72 @@ class OverlayRenderer:
     def render_frame(self, frame: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str],
                      boxes: np.ndarray | None = None, *, scores: Sequence[float] | None = None,
                      ids: Sequence[int] | None = None) -> np.ndarray:
-        """Draw `masks` over `frame`; returns a new `(H, W, 3)` uint8 RGB frame.
+        """Draw `masks` over `frame` (see `annotate`); returns a new `(H, W, 3)` uint8 RGB frame.
 
-        frame: `(H, W, 3)` uint8 RGB, left unchanged.
-        masks: n `(H, W)` bool masks, one per expression.
-        labels: n expression texts, drawn verbatim (glyphs the font lacks become `?`).
-        boxes: optional `(n, 4)` xyxy pixel boxes (e.g. the model's); default: each mask's bounding box.
-        scores: optional n scores in [0, 1], appended to the labels with two decimals.
-        ids: palette index of each mask (default `0 .. n-1`: expression i gets colour i).
-
-        Boxes and labels are drawn for non-empty masks only, or for every entry when `boxes` is given.
+        masks: n `(H, W)` bool masks, one per expression. labels: n expression texts, drawn verbatim (glyphs the
+        font lacks become `?`). boxes: optional `(n, 4)` xyxy pixel boxes (e.g. the model's); default: each mask's
+        bounding box. scores: optional n scores in [0, 1], appended to the labels with two decimals. ids: palette
+        index of each mask (default `0 .. n-1`: expression i gets colour i).
         """
         frame = check_frame(frame)
         n = len(masks)
         if len(labels) != n or (scores is not None and len(scores) != n) or (ids is not None and len(ids) != n):
             raise ConfigError(f"masks, labels, scores and ids must have one entry per mask: got {n} masks, "
-                             f"{len(labels)} labels, {None if scores is None else len(scores)} scores, "
-                             f"{None if ids is None else len(ids)} ids")
+                              f"{len(labels)} labels, {None if scores is None else len(scores)} scores, "
+                              f"{None if ids is None else len(ids)} ids")
         if n == 0:
             return frame.copy()
         mask = np.stack([np.asarray(m, bool) for m in masks])  # (n, H, W)
         if mask.shape[1:] != frame.shape[:2]:
             raise ConfigError(f"masks must be (H, W) = {frame.shape[:2]} like the frame, got {mask.shape[1:]}")
-        class_id = np.arange(n) if ids is None else np.asarray(ids, int)
+        xyxy = sv.mask_to_xyxy(mask) if boxes is None else np.asarray(boxes, np.float32).reshape(n, 4)
+        detections = sv.Detections(
+            xyxy=xyxy.astype(np.float32), mask=mask, class_id=np.arange(n) if ids is None else np.asarray(ids, int),
+            confidence=None if scores is None else np.asarray(scores, np.float32),
+            data={"expression": np.array(list(labels), dtype=object)})
+        return self.annotate(frame, detections)
+
+    def annotate(self, frame: np.ndarray, detections: sv.Detections) -> np.ndarray:
+        """Draw supervision `Detections` over `frame` (e.g. `VideoSegmentation.to_detections`); a new frame.
+
+        detections: `mask` (n, H, W) bool, filled and outlined; `class_id` (n,) palette index of each; `xyxy` (n, 4)
+        pixel boxes, drawn with `show_boxes`; optional `confidence` (n,) appended to the labels; `data["expression"]`
+        (n,) label texts. Boxes and labels are drawn for non-empty masks only, at `xyxy` with `show_boxes`, else at
+        the mask's bounding box.
+        """
+        frame = check_frame(frame)
+        if not len(detections):
+            return frame.copy()
+        if detections.mask is None or detections.class_id is None:
+            raise ConfigError("detections to draw need a mask and a class_id (the palette index) for each")
+        if detections.mask.shape[1:] != frame.shape[:2]:
+            raise ConfigError(f"masks must be (H, W) = {frame.shape[:2]} like the frame, got "
+                              f"{detections.mask.shape[1:]}")
+        mask = detections.mask
         # fills and outlines get mask-derived boxes: supervision may crop mask drawing to the boxes
-        detections = sv.Detections(xyxy=sv.mask_to_xyxy(mask).astype(np.float32), mask=mask, class_id=class_id)
-        if boxes is None:
-            keep = mask.any((1, 2))
-            shown = detections[keep]
-        else:
-            keep = np.ones(n, bool)
-            shown = sv.Detections(xyxy=np.asarray(boxes, np.float32).reshape(n, 4), class_id=class_id)
+        filled = sv.Detections(xyxy=sv.mask_to_xyxy(mask).astype(np.float32), mask=mask,
+                               class_id=detections.class_id)
+        keep = mask.any((1, 2))
+        shown = (detections if self.show_boxes else filled)[keep]
 
         scene = np.ascontiguousarray(frame[..., ::-1])  # BGR copy for supervision
         if self.opacity > 0:
-            self._fill.annotate(scene, detections)
+            self._fill.annotate(scene, filled)
         if self.outline > 0:  # numpy, not PolygonAnnotator: contour tracing is slow without OpenCV
-            for m, i in zip(mask, class_id, strict=True):
+            for m, i in zip(mask, detections.class_id, strict=True):
                 scene[mask_edge(m, self.outline)] = self._colors[i % len(self._colors)][::-1]
         if self.show_boxes and len(shown):
             self._boxes.annotate(scene, shown)
         if self.show_labels and len(shown):
-            texts = [drawable_text(labels[i], LABEL_CHARS) + ("" if scores is None else f" {float(scores[i]):.2f}")
-                     for i in np.flatnonzero(keep)]
-            self._labeler(frame.shape[:2]).annotate(scene, shown, labels=texts)
+            self._labeler(frame.shape[:2]).annotate(scene, shown, labels=self._label_texts(detections, keep))
         return np.ascontiguousarray(scene[..., ::-1])
+
+    @staticmethod
+    def _label_texts(detections: sv.Detections, keep: np.ndarray) -> list[str]:
+        texts = detections.data.get("expression", [""] * len(detections))
+        scores = detections.confidence
+        return [drawable_text(str(texts[i]), LABEL_CHARS) + ("" if scores is None else f" {float(scores[i]):.2f}")
+                for i in np.flatnonzero(keep)]
 
     def _labeler(self, size_hw: tuple[int, int]) -> sv.RichLabelAnnotator:
         px = max(MIN_LABEL_PX, round(self.label_scale * min(size_hw) * DEFAULT_LABEL_FRACTION))

@@ -42,12 +42,11 @@ def render_overlay_video(segmentation: VideoSegmentation, frames: Iterable[np.nd
     """
     renderer = OverlayRenderer(opacity=opacity, show_boxes=show_boxes, show_labels=show_labels)
     banner = _banner(segmentation, untrained_banner)
-    scores, boxes = _scores_and_boxes(segmentation)
     chunks = ((start, np.moveaxis(masks, 0, 1)) for start, masks in  # (t, E, H, W): per frame
               iter_mask_chunks(segmentation, threshold, multi_target, chunk))
 
     def draw(frame: np.ndarray, index: int, masks: np.ndarray) -> np.ndarray:
-        return _overlay(segmentation, renderer, banner, frame, masks, scores[:, index], boxes[:, index])
+        return _overlay(renderer, banner, frame, segmentation.to_detections(index, masks=masks))
 
     return _write(segmentation, frames, path, chunks, draw)
 
@@ -79,11 +78,9 @@ def render_frame(segmentation: VideoSegmentation, frame: np.ndarray, index: int,
     """Processed frame `index` (`frame`, `(H, W, 3)` uint8 RGB) drawn like `render_overlay_video`."""
     _check_index(segmentation, index)
     renderer = OverlayRenderer(opacity=opacity, show_boxes=show_boxes, show_labels=show_labels)
-    masks = np.array([result.mask(index, threshold, multi_target) for result in segmentation], bool)
-    scores, boxes = _scores_and_boxes(segmentation)
     frame = _checked(segmentation, frame, index)
-    return _overlay(segmentation, renderer, _banner(segmentation, untrained_banner), frame, masks,
-                    scores[:, index], boxes[:, index])
+    return _overlay(renderer, _banner(segmentation, untrained_banner), frame,
+                    segmentation.to_detections(index, threshold, multi_target))
 
 
 def render_heatmap_frame(segmentation: VideoSegmentation, frame: np.ndarray, index: int, *,
@@ -126,21 +123,11 @@ def _write(segmentation: VideoSegmentation, frames: Iterable[np.ndarray], path: 
     return Path(path)
 
 
-def _overlay(segmentation: VideoSegmentation, renderer: OverlayRenderer, banner: BannerRenderer | None,
-             frame: np.ndarray, masks: np.ndarray, scores: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """masks (E, H, W) bool, scores (E,), boxes (E, 4) xyxy pixels of one frame."""
-    out = renderer.render_frame(frame, list(masks), segmentation.expressions,
-                                boxes if renderer.show_boxes else None, scores=scores)
+def _overlay(renderer: OverlayRenderer, banner: BannerRenderer | None, frame: np.ndarray,
+             detections) -> np.ndarray:
+    """One frame's `Detections` (one per expression, `VideoSegmentation.to_detections`) drawn, then the banner."""
+    out = renderer.annotate(frame, detections)
     return out if banner is None else banner.render_frame(out)
-
-
-def _scores_and_boxes(segmentation: VideoSegmentation) -> tuple[np.ndarray, np.ndarray]:
-    """(E, T) scores and (E, T, 4) xyxy pixel boxes of the shown queries."""
-    results = list(segmentation)
-    total = segmentation.num_frames
-    scores = np.array([r.frame_scores for r in results], np.float32).reshape(len(results), total)
-    boxes = np.array([r.boxes_xyxy() for r in results], np.float32).reshape(len(results), total, 4)
-    return scores, boxes
 
 
 def _banner(segmentation: VideoSegmentation, untrained_banner: bool | None) -> BannerRenderer | None:

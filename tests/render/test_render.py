@@ -93,6 +93,28 @@ def test_to_detections_carries_the_mask_box_and_score_of_a_frame(segmentation):
         assert detections.confidence[0] == pytest.approx(result.frame_scores[t])
 
 
+def test_a_frame_of_the_segmentation_is_one_detection_per_expression_in_palette_order(segmentation):
+    t = 2
+    detections = segmentation.to_detections(t, threshold=0.5)
+    assert detections.class_id.tolist() == list(range(len(segmentation)))
+    assert detections.data["expression"].tolist() == segmentation.expressions
+    for k, result in enumerate(segmentation):
+        np.testing.assert_array_equal(detections.mask[k], distance(segmentation.frame_size, t, k) < RADIUS)
+        assert detections.confidence[k] == pytest.approx(result.frame_scores[t])
+    given = np.zeros((len(segmentation), *segmentation.frame_size), bool)  # masks a renderer already has
+    np.testing.assert_array_equal(segmentation.to_detections(t, masks=given).mask, given)
+
+
+def test_the_overlay_draws_detections_as_it_draws_masks(segmentation):
+    frame = np.full((*segmentation.frame_size, 3), 100, np.uint8)
+    renderer = OverlayRenderer(show_boxes=True)
+    detections = segmentation.to_detections(1)
+    by_masks = renderer.render_frame(frame, list(detections.mask), segmentation.expressions, detections.xyxy,
+                                     scores=detections.confidence)
+    np.testing.assert_array_equal(renderer.annotate(frame, detections), by_masks)
+    assert (by_masks != frame).any()
+
+
 # -- overlay ---------------------------------------------------------------------------------------------
 def test_overlay_colours_appear_inside_the_masks_only():
     rng = np.random.default_rng(0)
