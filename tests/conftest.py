@@ -25,6 +25,21 @@ def require_reference(path: Path = SHARED) -> Path:
     pytest.skip(reason)
 
 
+# Tests left out of the fast subset (`python -m pytest -m "not slow"`): whole-system and adversarial runs (a server,
+# a browser, notebooks, subprocesses, the parity tool) and the few model runs that take seconds each. CI runs all.
+SLOW = ("reliability/", "test_parity.py", "test_notebooks.py", "ui/test_browser.py", "ui/test_widgets.py",
+        "evaluation/test_runner.py", "evaluation/test_inputs.py::test_module_cli",
+        "model/test_schedule.py::test_recomputed_features_and_each_expression_alone_give_identical_results",
+        "test_hub.py::test_the_cli_offline", "preprocess/test_text.py::test_cut_first_sub_sentence_masks")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        name = Path(item.path).relative_to(REPO / "tests").as_posix() + "::" + item.name
+        if name.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return require_reference()
