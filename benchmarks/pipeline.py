@@ -47,7 +47,8 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     print(json.dumps({"config": args.config, "frames": args.frames, "expressions": args.expressions,
-                      "short_side": short_side, "seconds": seconds, "fps": args.frames / seconds, "peak_rss_mb": peak_rss_mb(),
+                      "short_side": short_side, "seconds": seconds, "fps": args.frames / seconds,
+                      "peak_rss_mb": peak_rss_mb(),
                       "rss_before_mb": baseline, "mask_feature_passes": result.timings["mask_feature_passes"],
                       "threads": torch.get_num_threads()}))
 

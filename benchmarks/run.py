@@ -91,6 +91,17 @@ def pipeline_table(config: str, short: int, long: int, device: str, repeats: int
               f"(each alone would be {k:.0f}x)")
 
 
+def rerender_table(frames: int, device: str) -> None:
+    """Decodes and milliseconds of a redraw after Segment (`benchmarks.rerender`), frames kept and not kept."""
+    run = run_isolated("benchmarks.rerender", "--frames", str(frames), "--device", device)
+    print(f"\n## tiny: redrawing a result of {frames} frames at {run['width']}x{run['height']} (a threshold change)")
+    print(f"{'frames kept':>12s} {'decodes: segment':>16s} {'per redraw':>10s} {'overlay ms/frame':>16s} "
+          f"{'heatmap ms/frame':>16s}")
+    for row in (run["kept"], run["not_kept"]):
+        print(f"{row['frames_kept']:>12d} {row['segment_decodes']:16d} {row['rerender_decodes']:10.1f} "
+              f"{row['overlay_ms']:16.1f} {row['heatmap_ms']:16.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny config only, fewer frames (CI)")
@@ -106,6 +117,7 @@ def main() -> None:
             dtype_table(config, frames, args.device)
     chunk_table("tiny", 4 if args.quick else 8, args.device)
     pipeline_table("tiny", 10 if args.quick else 30, 30 if args.quick else 300, args.device, repeats=5)
+    rerender_table(8 if args.quick else 24, args.device)
     if "swin_t" in configs:
         pipeline_table("swin_t", 4, 16, args.device)
 

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from .hub import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM, default_checkpoint
 from .console import OneLineParser, run_reporting_errors
-from .errors import ConfigError
-from .options import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, option_type
+from .options import (DEFAULT_FRAME_CACHE_MB, DEFAULT_MAX_LONG_SIDE, DEFAULT_QUERY_DECAY, DEFAULT_SHORT_SIDE,
+                      QUERY_DECAY_HELP, QUERY_DECAY_LABEL, option_type)
+from .result_view import EXPORTS, check_exports
 
-EXPORTS = ("png", "palette", "rle", "csv", "overlay", "heatmap")
 DEFAULT_EXPORTS = "png,rle,csv,overlay"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="referdino", description="ReferDINO referring video object segmentation")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -50,12 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--multi-target", type=option_type("multi_target"), metavar="SCORE",
                      help="union of every query whose mean score exceeds SCORE (MeViS rule, official 0.2)")
     seg.add_argument("--query-decay", type=option_type("query_decay"),
-                     help="pruning keep ratio per decoder layer, in (0, 1] (default 0.5)")
+                     help=f"{QUERY_DECAY_LABEL}: {QUERY_DECAY_HELP}; in (0, 1] (default {DEFAULT_QUERY_DECAY})")
     seg.add_argument("--memory-budget-mb", type=option_type("memory_budget_mb"), default="auto",
                      help="refuse jobs estimated above this many MB (default: 90%% of the free memory)")
+    seg.add_argument("--frame-cache-mb", type=option_type("frame_cache_mb"), default=DEFAULT_FRAME_CACHE_MB,
+                     help=f"decoded frames kept in memory for the video exports; beyond it the video is decoded "
+                          f"again (default {DEFAULT_FRAME_CACHE_MB:g})")
     seg.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: the best available)")
     seg.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    seg.add_argument("--export", default=DEFAULT_EXPORTS, help=f"comma-separated: {','.join(EXPORTS)}")
+    seg.add_argument("--export", default=DEFAULT_EXPORTS,
+                     help=f"comma-separated: {', '.join(f'{kind} ({e.file_name})' for kind, e in EXPORTS.items())}")
     seg.set_defaults(handler=run_segment)
 
     download = commands.add_parser("download", help="fetch a checkpoint and the tokenizer into the HF cache")
@@ -71,28 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_exports(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(EXPORTS))
-    if unknown:
-        raise ConfigError(f"unknown export {', '.join(unknown)}; choose from {','.join(EXPORTS)}")
-    return names
+    return check_exports(name.strip() for name in text.split(",") if name.strip())
 
 
 def run_segment(args) -> int:
     from tqdm import tqdm
 
+    from .frame_selection import FrameSelection
     from .output_files import check_output_folder, output_errors
-    from .io.video_reader import iter_video
     from .predictor import ReferDinoPredictor, pick_device, pick_dtype, validate_expressions
     from .preprocess.frames import check_input_size
+    from .result_view import RenderSettings, ResultView
 
     # Everything a user can get wrong is checked here, in seconds, before the checkpoint loads (seconds to minutes)
-    # and long before the exports are written.
+    # and long before the exports are written. The video opened here is the one segmented (one scan, one decode).
     exports = parse_exports(args.export)
     expressions = validate_expressions(args.expression)
     check_output_folder(args.out)
     pick_dtype(pick_device(args.device), args.dtype)
-    video = iter_video(args.video, stride=args.stride, start_s=args.start, end_s=args.end, max_frames=args.max_frames)
+    settings = RenderSettings(args.threshold, multi_target=args.multi_target)
+    video = FrameSelection(stride=args.stride, start_s=args.start, end_s=args.end,
+                           max_frames=args.max_frames).open(args.video)
     check_input_size(video.info.height, video.info.width, args.short_side, args.max_long_side, Path(args.video).name)
     predictor = ReferDinoPredictor.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype,
                                                    vocab=args.vocab, strict=not args.non_strict)
@@ -103,41 +108,18 @@ def run_segment(args) -> int:
             bar.update(round(100 * fraction) - bar.n)
 
         segmentation = predictor.segment(
-            args.video, expressions, stride=args.stride, start_s=args.start, end_s=args.end,
-            max_frames=args.max_frames, short_side=args.short_side, max_long_side=args.max_long_side,
+            video, expressions, short_side=args.short_side, max_long_side=args.max_long_side,
             query_decay=args.query_decay, multi_target=args.multi_target, memory_budget_mb=args.memory_budget_mb,
-            progress=progress)
+            frame_cache_mb=args.frame_cache_mb, progress=progress)
     for note in segmentation.notes:
         print(f"note: {note}", file=sys.stderr)
     with output_errors(args.out):
-        for path in write_exports(segmentation, args.out, exports, args.threshold, args.multi_target):
+        for path in ResultView(segmentation, args.out).export(exports, settings):
             print(path)
     for result in segmentation:
         print(f"{result.expression!r}: query {result.query}, mean score {result.mean_scores[result.query]:.3f}",
               file=sys.stderr)
     return 0
-
-
-def write_exports(segmentation, out: Path, exports: list[str], threshold: float,
-                  multi_target: float | None) -> list[Path]:
-    """Write the chosen exports into `out`; each file is complete or absent."""
-    from . import export, render
-
-    out.mkdir(parents=True, exist_ok=True)
-    writers = {
-        "png": lambda: export.export_png_zip(segmentation, out / "masks.zip", threshold=threshold,
-                                             multi_target=multi_target),
-        "palette": lambda: export.export_palette_zip(segmentation, out / "palette.zip", threshold=threshold),
-        "rle": lambda: export.export_coco_rle(segmentation, out / "masks_rle.json", threshold=threshold,
-                                              multi_target=multi_target),
-        "csv": lambda: export.export_csv(segmentation, out / "scores.csv", threshold=threshold),
-        "overlay": lambda: render.render_overlay_video(segmentation, segmentation.iter_frames(),
-                                                       out / "overlay.mp4", threshold=threshold,
-                                                       multi_target=multi_target),
-        "heatmap": lambda: render.render_heatmap_video(segmentation, segmentation.iter_frames(),
-                                                       out / "heatmap.mp4", threshold=threshold),
-    }
-    return [Path(writers[name]()) for name in exports]
 
 
 def run_download(args) -> int:

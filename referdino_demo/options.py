@@ -15,9 +15,15 @@ from .errors import ConfigError
 
 DEFAULT_SHORT_SIDE = 360  # model input short side, as in the official inference scripts
 DEFAULT_QUERY_DECAY = 0.5  # the pruning keep ratio per decoder layer (official `query_decay`): 900 -> 450 -> ... -> 15
+# The one name of `query_decay` in every front end (app, notebook panel, CLI help).
+QUERY_DECAY_LABEL = "Pruning keep ratio"
+QUERY_DECAY_HELP = ("share of the queries each decoder layer keeps (the official query_decay); lower is faster, "
+                    "1 keeps all")
+DEFAULT_FRAME_CACHE_MB = 512.0  # decoded frames kept in memory for rendering; longer videos are decoded again
 # Cap on the resized long side (the official code has none): 16:9 at short side 360 is 640, 5.3:1 reaches 1920.
 # Without it a 16000x16 strip (few pixels) becomes a 360000x360 model input.
 DEFAULT_MAX_LONG_SIDE = 1920
+
 
 @dataclass(frozen=True)
 class OptionRange:
@@ -45,6 +51,9 @@ OPTIONS: dict[str, OptionRange] = {
     "start_s": OptionRange(float, 0, 10**7, what="start time in seconds", optional=True),
     "end_s": OptionRange(float, 0, 10**7, low_open=True, what="end time in seconds", optional=True),
     "fps": OptionRange(float, 0, 1000, low_open=True, what="frame rate of arrays and iterators"),
+    "max_duration_s": OptionRange(float, 0, 10**7, low_open=True, what="longest selected time range in seconds",
+                                  optional=True),
+    "max_pixels": OptionRange(int, 1, 10**12, what="largest frame width x height in pixels", optional=True),
     # Swin downsamples 32x: below 32 px the last stage has no pixel left.
     "short_side": OptionRange(int, 32, 4096, what="model input short side in pixels"),
     "max_long_side": OptionRange(int, 32, 16384, what="cap on the model input long side in pixels"),
@@ -59,6 +68,7 @@ OPTIONS: dict[str, OptionRange] = {
                                      keywords=("auto",)),
     "memory_budget_mb": OptionRange(float, 0, math.inf, low_open=True, what="memory budget per job in MB",
                                     optional=True, keywords=("auto",)),
+    "frame_cache_mb": OptionRange(float, 0, math.inf, what="memory for decoded frames kept for rendering in MB"),
 }
 
 

@@ -6,18 +6,18 @@ frames are decoded, encoded and decoded to masks in chunks, and only compact per
 whole video (the final queries, their boxes and the fused text), which is all the tracker and the temporal
 decoder need to see every frame as the official model does. The stride-4 mask features are kept while they
 fit `feature_budget_mb` (by default a share of the memory free when the job starts), otherwise recomputed in a
-second pass, which runs the backbone and encoder again; both give the same masks. The model work is
-`model.schedule.run_schedule`; the predictor feeds it frames, budgets its memory and collects the results.
+second pass, which runs the backbone and encoder again; both give the same masks (the plan is `memory.py`'s).
+The decoded frames are kept for rendering within `frame_cache_mb` (`io.frame_cache`), so drawing the result
+does not decode the video again. The model work is `model.schedule.run_schedule`; the predictor feeds it
+frames and collects the results.
 """
 
 from __future__ import annotations
 
 import functools
-import gc
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +25,17 @@ import torch
 
 from .hub import TINY_RANDOM
 from .errors import ConfigError, InputLimitError, MemoryBudgetError, ReferDinoError, VideoReadError
+from .frame_selection import FrameSelection
 from .io.clip import REENCODE
-from .io.video_reader import VideoFrames, VideoInfo, iter_video
+from .io.frame_cache import FrameCache
+from .io.video_reader import VideoFrames, VideoInfo
 from .checkpoints import load_model
+from . import memory
+from .memory import is_out_of_memory
 from .model import ReferDinoModel
 from .model.backbone import feature_map_sizes
 from .model.schedule import StageHooks, VideoQueries, run_schedule
-from .options import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, check_option, check_options
+from .options import DEFAULT_FRAME_CACHE_MB, DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, check_option, check_options
 from .postprocess import choose_candidates, frame_scores
 from .preprocess.frames import check_input_size, preprocess_frames, resized_size
 from .preprocess.text import (MAX_EXPRESSION_CHARS, caption_for, load_tokenizer, quoted, synthetic_tokenizer, tokenize,
@@ -87,60 +91,7 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
     return torch.float32
 
 
-# -- memory estimate and out-of-memory handling ---------------------------------------------------------------
-# Activation bytes per model-input pixel of one frame in flight: a fixed part (encoder, decoder and mask head, all at
-# d_model 256) plus a small part growing with the Swin width. Calibrated on the CPU against the peak RSS growth of
-# `segment` (8-frame chunks at 360x640: tiny 0.65 GB, Swin-T 0.91 GB, Swin-B 1.04 GB; at 180x320: tiny 0.23 GB;
-# the estimates are 1.3 to 1.9x those); `_MEMORY_SAFETY` covers allocator slack and other devices.
-_MEMORY_BYTES_PER_PIXEL_BASE = 400
-_MEMORY_BYTES_PER_PIXEL_PER_EMBED = 2
-_MEMORY_SAFETY = 1.25
-# "auto" feature budget: this share of the memory free when a job starts, and never less than the fixed
-# default of earlier versions. A second pass costs up to 1.8x the time (Swin-T, CPU), so it is worth memory.
-_FEATURE_SHARE_OF_FREE_MEMORY = 0.25
-_MIN_FEATURE_BUDGET_MB = 1024.0
-# "auto" memory budget: refuse a job whose estimate (an upper-side one) would not fit in the memory free now, with
-# some left for the rest of the process, rather than let the kernel kill the process mid-job.
-_AUTO_BUDGET_SHARE = 0.9
-
-
-def available_memory_mb(device: torch.device) -> float | None:
-    """Memory free for new tensors on `device`: free CUDA memory, or the kernel's MemAvailable on Linux;
-    None where it cannot be read (other systems, MPS)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0] / 2**20
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as meminfo:
-                for line in meminfo:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) / 1024
-        except (OSError, ValueError, IndexError):
-            return None
-    return None
-
-
-@dataclass
-class _Sized:
-    """The `info` attribute `_feature_mb` reads, for an estimate made before any frame is decoded."""
-
-    info: VideoInfo
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """MemoryError, torch.OutOfMemoryError (CUDA), or the RuntimeError torch's CPU and MPS allocators raise."""
-    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
-        return True
-    text = str(err)
-    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
+# -- out-of-memory handling ----------------------------------------------------------------------------------
 def _out_of_memory_explained(segment):
     """Turn running out of memory inside `segment` (`is_out_of_memory`) into `MemoryBudgetError`, after dropping
     every frame of the failed call (their tensors) and emptying the CUDA cache, so the process can serve the next
@@ -156,15 +107,16 @@ def _out_of_memory_explained(segment):
                 raise
             kind = type(err).__name__
             traceback.clear_frames(err.__traceback__)  # the failed call's locals hold its tensors
-        _free_memory()  # outside the except block: no traceback of the failed call is left to keep them alive
+        memory.free_memory()  # outside the except block: no traceback of the failed call is left to keep them alive
         try:
             count = len(validate_expressions(expressions))
         except ReferDinoError:
             count = 0
+        max_frames = getattr(kwargs.get("selection"), "max_frames", kwargs.get("max_frames"))
         raise MemoryBudgetError(
             f"out of memory on {self.device.type.upper()} ({kind}) while segmenting {count} expression"
             f"{'s' if count != 1 else ''} (short side {kwargs.get('short_side', DEFAULT_SHORT_SIDE)} px, max frames "
-            f"{kwargs.get('max_frames') or 'all'}); the job's memory was freed. Lower the number of frames (max "
+            f"{max_frames or 'all'}); the job's memory was freed. Lower the number of frames (max "
             "frames, or a larger stride), the model input short side or the number of expressions")
 
     return wrapper
@@ -217,60 +169,60 @@ class ReferDinoPredictor:
 
     @_out_of_memory_explained
     @torch.inference_mode()
-    def segment(self, video, expressions: str | Sequence[str], *, stride: int = 1, start_s: float | None = None,
-                end_s: float | None = None, max_frames: int | None = None, short_side: int = DEFAULT_SHORT_SIDE,
-                max_long_side: int | None = DEFAULT_MAX_LONG_SIDE, query_decay: float | None = None,
-                num_candidates: int = 5, multi_target: float | None = None, chunk_size: int = 8,
-                feature_budget_mb: float | str = "auto", progress: Progress | None = None, fps: float = 25.0,
-                memory_budget_mb: float | str | None = "auto", **video_limits) -> VideoSegmentation:
+    def segment(self, video, expressions: str | Sequence[str], *, selection: FrameSelection | None = None,
+                short_side: int = DEFAULT_SHORT_SIDE, max_long_side: int | None = DEFAULT_MAX_LONG_SIDE,
+                query_decay: float | None = None, num_candidates: int = 5, multi_target: float | None = None,
+                chunk_size: int = 8, feature_budget_mb: float | str = "auto",
+                memory_budget_mb: float | str | None = "auto", frame_cache_mb: float = DEFAULT_FRAME_CACHE_MB,
+                progress: Progress | None = None, **frame_options) -> VideoSegmentation:
         """Segment every expression in a video.
 
-        video: a path, an array (T, H, W, 3) uint8 RGB, or an iterable of (H, W, 3) frames (`fps` applies).
-        expressions: one string, a list, or lines of text. stride/start_s/end_s/max_frames select frames
-        (`video_limits`: max_pixels, max_duration_s of `iter_video`); short_side is the model input size (360
-        as in the official scripts); max_long_side caps the resized long side (None: no cap). query_decay
-        overrides the pruning keep ratio. num_candidates: how many queries keep their masks, best mean score first;
-        with multi_target=s every query whose mean score exceeds s keeps its mask too. progress(fraction, message)
+        `video` is a path, an array (T, H, W, 3) uint8 RGB, an iterable of (H, W, 3) frames, or a `VideoFrames`
+        already opened with a selection (`FrameSelection.open`). `expressions`: one string, a list, or lines of
+        text.
+
+        Which frames: `selection`, a `FrameSelection`; or its fields as keyword arguments (`stride`, `start_s`,
+        `end_s`, `max_frames`, `max_duration_s`, `max_pixels`, `fps`), which make the same object; not both.
+
+        The model: `short_side` is the model input size (360 as in the official scripts); `max_long_side` caps
+        the resized long side (None: no cap); `query_decay` overrides the pruning keep ratio; `num_candidates`
+        queries keep their masks, best mean score first, and with `multi_target=s` every query whose mean score
+        exceeds s keeps its mask too.
+
+        The run: `chunk_size` frames go through the model at once; `feature_budget_mb` keeps the mask features of
+        the whole video up to this size, else they are computed again in a second pass ("auto": a quarter of the
+        free memory, at least 1024 MB); `memory_budget_mb` refuses (`MemoryBudgetError`) a job whose
+        `estimate_memory_mb` is larger ("auto": 90% of the memory free when the job starts, no budget where that
+        cannot be read; None: no budget); `frame_cache_mb` keeps the decoded frames up to this size in the result
+        (`VideoSegmentation.frames`), so rendering does not decode the video again. `progress(fraction, message)`
         is called as frames are processed.
-        feature_budget_mb: keep the mask features of the whole video up to this size, else compute them again in a
-        second pass; "auto": a quarter of the free memory (at least 1024 MB), within `memory_budget_mb`.
-        memory_budget_mb: refuse (`MemoryBudgetError`) a job whose `estimate_memory_mb` is larger; "auto": 90% of
-        the memory free when the job starts (no budget where that cannot be read); None: no budget.
+
         Every option is checked (`options.OPTIONS`) and the input refused before any model work; running out of
         memory anyway raises `MemoryBudgetError` after freeing what the job held. Frames that the scan counted but
         the decoder could not deliver (corrupt packets) are left out, with a note.
         """
         started = time.perf_counter()
         expressions = validate_expressions(expressions)
-        checked = check_options(stride=stride, start_s=start_s, end_s=end_s, max_frames=max_frames, fps=fps,
-                                short_side=short_side, query_decay=query_decay, num_candidates=num_candidates,
+        checked = check_options(short_side=short_side, query_decay=query_decay, num_candidates=num_candidates,
                                 multi_target=multi_target, chunk_size=chunk_size, feature_budget_mb=feature_budget_mb,
-                                memory_budget_mb=memory_budget_mb)
+                                memory_budget_mb=memory_budget_mb, frame_cache_mb=frame_cache_mb)
         max_long_side = None if max_long_side is None else check_option("max_long_side", max_long_side)
         short_side, query_decay, num_candidates, multi_target, chunk_size = (checked[k] for k in (
             "short_side", "query_decay", "num_candidates", "multi_target", "chunk_size"))
-        frames = iter_video(video, stride=checked["stride"], start_s=checked["start_s"], end_s=checked["end_s"],
-                            max_frames=checked["max_frames"], fps=checked["fps"], **video_limits)
+        frames = _open(video, selection, frame_options)
         self._check_input_size(frames.info, short_side, max_long_side)
         texts = [tokenize(caption_for(e), self.tokenizer, self.model.config.max_text_len) for e in expressions]
-        settings = dict(short_side=short_side, chunk_size=chunk_size, num_candidates=num_candidates,
-                        text_tokens=max(t.input_ids.shape[1] for t in texts))
-        feature_budget_mb = self._feature_budget(checked["feature_budget_mb"])
-        memory_budget_mb = self._memory_budget(checked["memory_budget_mb"])
-        if memory_budget_mb is not None:
-            keeping = self.estimate_memory_mb(frames.info, len(expressions), feature_budget_mb=feature_budget_mb,
-                                              **settings)
-            if keeping > memory_budget_mb:
-                feature_budget_mb = 0.0  # keeping the features would break the budget: compute them twice
-            self.check_memory_budget(frames.info, len(expressions), memory_budget_mb,
-                                     feature_budget_mb=feature_budget_mb, **settings)
+        plan = memory.plan_memory(
+            self.model.config, self.device, frames.info, len(expressions), short_side=short_side,
+            chunk_size=chunk_size, num_candidates=num_candidates, text_tokens=max(t.input_ids.shape[1] for t in texts),
+            feature_budget=checked["feature_budget_mb"], memory_budget=checked["memory_budget_mb"],
+            frame_cache_mb=checked["frame_cache_mb"])
         truncated = [text.truncated or len(e) >= MAX_EXPRESSION_CHARS for e, text in zip(expressions, texts)]
         total = len(frames)
-        keep_features = self._feature_mb(frames, short_side) * len(texts) * total <= feature_budget_mb
-        source = _PixelSource(frames, short_side, chunk_size, self.device)
+        source = _PixelSource(FrameCache(frames, plan.frame_cache_mb), short_side, chunk_size, self.device)
         hooks = _SegmentHooks(progress, total, num_candidates, multi_target)
         videos = run_schedule(self.model, source, [self.model.encode_text(text) for text in texts],
-                              query_decay=query_decay, keep_features=keep_features, autocast=self._autocast,
+                              query_decay=query_decay, keep_features=plan.keep_features, autocast=self._autocast,
                               hooks=hooks)
         notes = [frames.info.summary()] if frames.info.subsampled else []
         notes += [self.partial_load] if self.partial_load else []
@@ -292,56 +244,21 @@ class ReferDinoPredictor:
                   f"{quoted(expression)}" for expression, cut in zip(expressions, truncated) if cut]
         return VideoSegmentation(
             results=results, frame_size=(info.height, info.width), fps=info.fps,
-            frame_indices=np.asarray(frames.source_indices),
-            source=str(video) if isinstance(video, (str, Path)) else None, checkpoint=self.checkpoint,
-            untrained=self.untrained, partial_load=self.partial_load, notes=notes, frames=frames,
-            timings={"total_s": time.perf_counter() - started, "mask_feature_passes": 1 if keep_features else 2})
+            frame_indices=np.asarray(frames.source_indices), source=_file_source(video, info),
+            checkpoint=self.checkpoint, untrained=self.untrained, partial_load=self.partial_load, notes=notes,
+            frames=frames, timings={"total_s": time.perf_counter() - started,
+                                    "mask_feature_passes": 1 if plan.keep_features else 2})
 
-    # -- memory budget ---------------------------------------------------------------------------------
     def estimate_memory_mb(self, info: VideoInfo, num_expressions: int, *, short_side: int = DEFAULT_SHORT_SIDE,
                            chunk_size: int = 8, feature_budget_mb: float | str = "auto", num_candidates: int = 5,
-                           text_tokens: int | None = None) -> float:
-        """Estimated peak memory (MB) a `segment` call adds on top of the loaded model, from the selected frames
-        (`info`: count and size, as `iter_video` reports them before decoding), the model input size and the
-        number of expressions. An upper-side estimate (see `_MEMORY_*`): one chunk's decoded frames and
-        activations, the mask features kept for the second pass, the per-frame queries and fused text kept for the
-        whole video, the temporal decoder's attention over all frames (it grows with T squared: thousands of frames
-        need tens of GB) and the candidates' mask logits returned. text_tokens: the longest expression's token count
-        (default: the model's maximum)."""
-        config = self.model.config
-        frames, expressions = max(info.num_frames, 1), max(num_expressions, 1)
-        chunk = min(chunk_size, frames)
-        h, w = resized_size(info.height, info.width, short_side)
-        pixels, stride4 = h * w, -(-h // 4) * -(-w // 4)
-        decoded = chunk * info.height * info.width * 3 * 2 + chunk * 3 * pixels * 4 * 2  # uint8 list + stack; float
-        per_pixel = _MEMORY_BYTES_PER_PIXEL_BASE + _MEMORY_BYTES_PER_PIXEL_PER_EMBED * config.backbone.embed_dim
-        activations = chunk * pixels * per_pixel
-        feature = self._feature_mb(_Sized(info), short_side) * 2**20  # one frame and expression, bytes
-        keep = feature / 2**20 * expressions * frames <= self._feature_budget(feature_budget_mb)
-        features = feature * expressions * (frames if keep else chunk)
-        queries = config.query_counts()[-1]
-        tokens = min(text_tokens or config.max_text_len, config.max_text_len)
-        state = frames * expressions * (queries + tokens) * config.d_model * 4 * 2  # kept + refined
-        logits = frames * expressions * queries * 4 * 3 + frames * expressions * num_candidates * stride4 * (2 + 4)
-        # the temporal decoder attends over all T frames at once: per-head (T, T) weights for each final query
-        temporal = queries * config.temporal_heads * frames**2 * 4 * 3
-        total = decoded + activations + features + state + logits + temporal
-        return _MEMORY_SAFETY * total / 2**20
-
-    def check_memory_budget(self, info: VideoInfo, num_expressions: int, budget_mb: float, *,
-                            short_side: int = DEFAULT_SHORT_SIDE, **settings) -> float:
-        """Raise `MemoryBudgetError` naming the numbers and what to lower when `estimate_memory_mb` is over
-        `budget_mb`; else return the estimate."""
-        needed = self.estimate_memory_mb(info, num_expressions, short_side=short_side, **settings)
-        if needed > budget_mb:
-            h, w = resized_size(info.height, info.width, short_side)
-            raise MemoryBudgetError(
-                f"this job needs an estimated {needed:,.0f} MB ({info.num_frames} frames of "
-                f"{info.width}x{info.height}, model input {w}x{h}, {num_expressions} "
-                f"expression{'s' if num_expressions != 1 else ''}), over the "
-                f"memory budget of {budget_mb:,.0f} MB. Lower the number of frames (max frames, or a larger stride), "
-                f"the model input short side (now {short_side} px) or the number of expressions")
-        return needed
+                           text_tokens: int | None = None, frame_cache_mb: float = DEFAULT_FRAME_CACHE_MB) -> float:
+        """Estimated peak memory (MB) a `segment` call with these settings adds on top of the loaded model
+        (`memory.estimate_memory_mb` for this model and device); `info` describes the selected frames, as
+        `FrameSelection.open` reports them before decoding."""
+        features = memory.feature_budget_mb(feature_budget_mb, self.device)
+        return memory.estimate_memory_mb(self.model.config, info, num_expressions, short_side=short_side,
+                                         chunk_size=chunk_size, features_mb=features, num_candidates=num_candidates,
+                                         text_tokens=text_tokens, frame_cache_mb=frame_cache_mb)
 
     # -- internals -------------------------------------------------------------------------------------
     def _check_input_size(self, info: VideoInfo, short_side: int, max_long_side: int | None) -> None:
@@ -355,28 +272,26 @@ class ReferDinoPredictor:
                                   f"fewer than the model's {self.model.config.num_queries} queries; use a larger "
                                   f"short side (now {short_side}; the official size is {DEFAULT_SHORT_SIDE})")
 
-    def _feature_budget(self, requested: float | str) -> float:
-        """`requested` in MB, or for "auto" a share of the memory free now (at least `_MIN_FEATURE_BUDGET_MB`)."""
-        if requested != "auto":
-            return float(requested)
-        free = available_memory_mb(self.device)
-        return max(_MIN_FEATURE_BUDGET_MB, _FEATURE_SHARE_OF_FREE_MEMORY * free if free else 0.0)
-
-    def _memory_budget(self, requested: float | str | None) -> float | None:
-        """`requested` in MB; for "auto" `_AUTO_BUDGET_SHARE` of the memory free now (None where unknown)."""
-        if requested != "auto":
-            return requested
-        free = available_memory_mb(self.device)
-        return _AUTO_BUDGET_SHARE * free if free else None
-
     def _autocast(self):
         enabled = self.dtype != torch.float32
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
 
-    def _feature_mb(self, frames: "VideoFrames | _Sized", short_side: int) -> float:
-        """Megabytes of stride-4 mask features per frame and expression."""
-        h, w = resized_size(frames.info.height, frames.info.width, short_side)
-        return self.model.config.d_model * -(-h // 4) * -(-w // 4) * 4 / 2**20
+
+def _open(video, selection: FrameSelection | None, frame_options: dict) -> VideoFrames:
+    """The selected frames of `video` (see `segment`); a `VideoFrames` was opened with its selection already."""
+    if isinstance(video, VideoFrames):
+        if selection is not None or frame_options:
+            raise ConfigError("these frames were opened with a frame selection already; pass the video itself with "
+                              "the selection, or the opened frames without one")
+        return video
+    return FrameSelection.build(selection, **frame_options).open(video)
+
+
+def _file_source(video, info: VideoInfo) -> str | None:
+    """The path a result was read from (as given, or as opened), None for arrays and iterators."""
+    if isinstance(video, (str, Path)):
+        return str(video)
+    return info.source if isinstance(video, VideoFrames) and info.source not in ("array", "iterator") else None
 
 
 class _PixelSource:
@@ -387,7 +302,7 @@ class _PixelSource:
     read (recomputed mask features) and for the result.
     """
 
-    def __init__(self, frames: VideoFrames, short_side: int, chunk_size: int, device: torch.device):
+    def __init__(self, frames: FrameCache, short_side: int, chunk_size: int, device: torch.device):
         self.frames, self.short_side, self.chunk_size, self.device = frames, short_side, chunk_size, device
         self.decoded: list[int] | None = None
 

@@ -11,6 +11,7 @@ import torch
 from referdino_demo.cli import main
 from referdino_demo.examples import synthetic_clip
 from referdino_demo.io import probe_video, write_video
+from referdino_demo.io.video_reader import DecodeCounts, decode_counts
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,16 @@ def test_segment_writes_every_export(video, tmp_path, capsys):
         assert sum(n.endswith(".png") for n in archive.namelist()) == 12  # 2 expressions x 6 frames
     assert json.loads((out / "masks_rle.json").read_text())
     assert len((out / "scores.csv").read_text().strip().splitlines()) == 1 + 12
+
+
+def test_one_decode_serves_the_model_and_both_videos(video, tmp_path):
+    before = decode_counts()
+    assert run(video, "-e", "the red ball", "--out", tmp_path / "out", "--export", "overlay,heatmap") == 0
+    assert decode_counts() - before == DecodeCounts(opens=2, passes=1, frames=6)  # one scan, one decode
+    before = decode_counts()
+    assert run(video, "-e", "the red ball", "--out", tmp_path / "again", "--export", "overlay,heatmap",
+               "--frame-cache-mb", "0") == 0
+    assert (decode_counts() - before).passes == 3  # no frame kept: each video decodes the clip again
 
 
 @pytest.mark.parametrize("args, message", [

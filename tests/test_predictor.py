@@ -5,8 +5,10 @@ import functools
 import numpy as np
 import pytest
 
-from referdino_demo.errors import ExpressionError, MemoryBudgetError, VideoReadError
+from referdino_demo.errors import ConfigError, ExpressionError, MemoryBudgetError, VideoReadError
+from referdino_demo.frame_selection import FrameSelection
 from referdino_demo.io import iter_video
+from referdino_demo.io.video_reader import DecodeCounts, decode_counts
 from referdino_demo.predictor import ReferDinoPredictor, validate_expressions
 from referdino_demo.preprocess.text import caption_for, tokenize
 
@@ -68,16 +70,16 @@ def test_recomputing_mask_features_equals_keeping_them(predictor, clip, both):
 
 
 def test_auto_feature_budget_is_a_share_of_free_memory(predictor, monkeypatch):
-    from referdino_demo import predictor as module
+    from referdino_demo import memory
 
-    assert module.available_memory_mb(predictor.device) > 0  # this machine's MemAvailable
-    monkeypatch.setattr(module, "available_memory_mb", lambda device: 100_000.0)
-    assert predictor._feature_budget("auto") == 25_000
-    monkeypatch.setattr(module, "available_memory_mb", lambda device: 1_000.0)
-    assert predictor._feature_budget("auto") == 1024  # never below the former fixed default
-    monkeypatch.setattr(module, "available_memory_mb", lambda device: None)
-    assert predictor._feature_budget("auto") == 1024
-    assert predictor._feature_budget(300) == 300
+    assert memory.available_memory_mb(predictor.device) > 0  # this machine's MemAvailable
+    monkeypatch.setattr(memory, "available_memory_mb", lambda device: 100_000.0)
+    assert memory.feature_budget_mb("auto", predictor.device) == 25_000
+    monkeypatch.setattr(memory, "available_memory_mb", lambda device: 1_000.0)
+    assert memory.feature_budget_mb("auto", predictor.device) == 1024  # never below the former fixed default
+    monkeypatch.setattr(memory, "available_memory_mb", lambda device: None)
+    assert memory.feature_budget_mb("auto", predictor.device) == 1024
+    assert memory.feature_budget_mb(300, predictor.device) == 300
 
 
 def test_memory_budget_chooses_a_second_pass_over_refusing(predictor, clip):
@@ -93,6 +95,25 @@ def test_memory_budget_chooses_a_second_pass_over_refusing(predictor, clip):
     assert run(memory_budget_mb=keeping + 1).timings["mask_feature_passes"] == 1
     with pytest.raises(MemoryBudgetError):
         run(memory_budget_mb=twice - 1)
+
+
+def test_a_tight_memory_budget_gives_up_the_kept_frames_before_the_kept_features(predictor, clip, tmp_path):
+    from referdino_demo.io import write_video
+
+    video = write_video(tmp_path / "clip.mp4", clip, fps=10)
+    info = iter_video(video).info
+    tokens = tokenize(caption_for("the red square"), predictor.tokenizer).input_ids.shape[1]
+    settings = dict(short_side=SHORT, chunk_size=4, text_tokens=tokens, feature_budget_mb=10_000)
+    everything = predictor.estimate_memory_mb(info, 1, **settings)
+    without_frames = predictor.estimate_memory_mb(info, 1, **settings, frame_cache_mb=0)
+    frames_mb = 9 * 72 * 128 * 3 / 2**20
+    assert everything - without_frames == pytest.approx(1.25 * frames_mb)  # the estimate's safety factor
+    run = functools.partial(predictor.segment, video, "the red square", short_side=SHORT, chunk_size=4,
+                            feature_budget_mb=10_000)
+    kept = run(memory_budget_mb=everything + 0.01)
+    assert kept.frames.complete and kept.timings["mask_feature_passes"] == 1
+    lean = run(memory_budget_mb=(everything + without_frames) / 2)
+    assert lean.frames.kept == 0 and lean.timings["mask_feature_passes"] == 1
 
 
 def test_several_expressions_equal_each_alone(predictor, clip, both):
@@ -127,6 +148,49 @@ def test_generator_and_file_sources(predictor, clip, tmp_path):
     from_file = predictor.segment(path, "the red square", short_side=SHORT, stride=2)
     assert from_file.num_frames == 5 and from_file.fps == pytest.approx(5)
     assert len(list(from_file.iter_frames())) == 5
+
+
+def test_frame_options_make_one_selection_given_either_way(predictor, clip, tmp_path):
+    from referdino_demo.io import write_video
+
+    video = write_video(tmp_path / "clip.mp4", clip, fps=10)
+    selection = FrameSelection(stride=2, start_s=0.1, max_frames=3)
+    by_object = predictor.segment(video, "the red square", short_side=SHORT, selection=selection)
+    by_keywords = predictor.segment(video, "the red square", short_side=SHORT, stride=2, start_s=0.1, max_frames=3)
+    opened = predictor.segment(selection.open(video), "the red square", short_side=SHORT)
+    for result in (by_object, by_keywords, opened):
+        # frames 1, 3, 5, 7 cut to 3 at positions floor(k * 4 / 3) = 0, 1, 2
+        np.testing.assert_array_equal(result.frame_indices, [1, 3, 5])
+        np.testing.assert_array_equal(result[0].scores, by_object[0].scores)
+    assert by_object.source == by_keywords.source == opened.source == str(video)
+    with pytest.raises(ConfigError, match="not both"):
+        predictor.segment(video, "the red square", selection=selection, stride=2)
+    with pytest.raises(ConfigError, match="opened with a frame selection already"):
+        predictor.segment(selection.open(video), "the red square", stride=2)
+    with pytest.raises(ConfigError, match="unknown frame option strid; the frame options are stride"):
+        predictor.segment(video, "the red square", strid=2)
+
+
+def test_the_decoded_frames_are_kept_for_drawing_within_their_budget(predictor, clip, tmp_path):
+    from referdino_demo.io import write_video
+
+    video = write_video(tmp_path / "clip.mp4", clip, fps=10)
+    before = decode_counts()
+    kept = predictor.segment(video, "the red square", short_side=SHORT)
+    assert decode_counts() - before == DecodeCounts(opens=2, passes=1, frames=9)  # the scan, then one decode
+    before = decode_counts()
+    frames = list(kept.iter_frames())
+    assert decode_counts() == before and len(frames) == 9  # drawing decodes nothing
+    np.testing.assert_array_equal(frames[4], next(f for i, _, f in iter_video(video) if i == 4))
+    four = 4 * 72 * 128 * 3 / 2**20  # room for four frames
+    partly = predictor.segment(video, "the red square", short_side=SHORT, frame_cache_mb=four)
+    assert partly.frames.kept == 4 and not partly.frames.complete
+    before = decode_counts()
+    assert len(list(partly.iter_frames())) == 9 and (decode_counts() - before).passes == 1  # decoded again
+    before = decode_counts()
+    assert partly.frames.frame(3) is partly.frames.frame(3) and decode_counts() == before  # kept
+    np.testing.assert_array_equal(partly.frames.frame(6), frames[6])
+    assert (decode_counts() - before).passes == 1  # beyond the budget: decoded on demand
 
 
 def test_frame_budget_subsamples_and_says_so(predictor, clip):

@@ -1,19 +1,19 @@
 """Masks as PNG images in a zip: per-expression binary masks, or DAVIS-style indexed palette images.
 
-``export_png_zip`` layout::
+`export_png_zip` layout::
 
     expressions.json          {"00_the-red-car": "the red car", ...}
     info.json                 fps, frame size, threshold, source frame index of every processed frame, ...
     00_the-red-car/00000.png  mode "L", 0 background / 255 mask, one per processed frame (0 .. T-1)
     01_a-dog/00000.png
 
-``export_palette_zip`` layout (the DAVIS / YouTube-VOS annotation convention that benchmark tools read)::
+`export_palette_zip` layout (the DAVIS / YouTube-VOS annotation convention that benchmark tools read)::
 
     expressions.json          {"1": "the red car", "2": "a dog"}   (object id -> expression)
     info.json
     00000.png                 mode "P" with the DAVIS palette: 0 background, expression i has id i + 1
 
-PNG files are named by processed frame index; ``info.json`` maps them to source frames (``frame_indices``).
+PNG files are named by processed frame index; `info.json` maps them to source frames (`frame_indices`).
 """
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ DAVIS_PALETTE: list[int] = _davis_palette()  # 768 ints: r, g, b of ids 0 .. 255
 
 
 def expression_folders(segmentation: VideoSegmentation) -> list[str]:
-    """A filesystem-safe, unique folder name per expression: ``"{index:02d}_{ascii slug}"``."""
+    """A filesystem-safe, unique folder name per expression: `"{index:02d}_{ascii slug}"`."""
     width = max(2, len(str(len(segmentation) - 1)))
     return [f"{i:0{width}d}_{_slug(text)}" for i, text in enumerate(segmentation.expressions)]
 
 
 def export_png_zip(segmentation: VideoSegmentation, path: str | os.PathLike, *, threshold: float = 0.5,
                    multi_target: float | None = None, chunk: int = DEFAULT_CHUNK) -> Path:
-    """Write per-expression, per-frame 0/255 PNG masks of ``masks(threshold, multi_target)`` to the zip ``path``."""
+    """Write per-expression, per-frame 0/255 PNG masks of `masks(threshold, multi_target)` to the zip `path`."""
     folders = expression_folders(segmentation)
     with atomic_write(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         _write_json(archive, "expressions.json", dict(zip(folders, segmentation.expressions, strict=True)))
@@ -75,7 +75,7 @@ def export_png_zip(segmentation: VideoSegmentation, path: str | os.PathLike, *, 
 
 def export_palette_zip(segmentation: VideoSegmentation, path: str | os.PathLike, *, threshold: float = 0.5,
                        multi_target: float | None = None, chunk: int = DEFAULT_CHUNK) -> Path:
-    """Write one indexed PNG per frame (id = expression index + 1, 0 = background) to the zip ``path``.
+    """Write one indexed PNG per frame (id = expression index + 1, 0 = background) to the zip `path`.
 
     Where masks overlap, the pixel goes to the expression with the higher probability (ties: the lower id).
     """

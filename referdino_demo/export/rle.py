@@ -1,5 +1,5 @@
-"""Masks as COCO run-length encoding in one JSON file, readable by ``pycocotools.mask.decode`` and
-``supervision.rle_to_mask`` without this package.
+"""Masks as COCO run-length encoding in one JSON file, readable by `pycocotools.mask.decode` and
+`supervision.rle_to_mask` without this package.
 
 File layout (UTF-8 JSON)::
 
@@ -14,10 +14,10 @@ File layout (UTF-8 JSON)::
          "segmentation": {"size": [H, W], "counts": "compressed RLE string"}}, ...]
     }
 
-``bbox`` is the mask's tight box in COCO's convention (pixels, width = x_max - x_min + 1; ``[0, 0, 0, 0]``
-for an empty mask); ``score`` is the shown query's score in that frame; ``area`` the mask's pixel count.
+`bbox` is the mask's tight box in COCO's convention (pixels, width = x_max - x_min + 1; `[0, 0, 0, 0]`
+for an empty mask); `score` is the shown query's score in that frame; `area` the mask's pixel count.
 The RLE counts runs of 0s then 1s in column-major (Fortran) order, and the string is COCO's LEB128-like
-encoding (supervision's ``mask_to_rle(..., compressed=True)``).
+encoding (supervision's `mask_to_rle(..., compressed=True)`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ VERSION = 1
 
 
 def encode_rle(mask: np.ndarray) -> dict:
-    """(H, W) bool mask -> ``{"size": [H, W], "counts": str}``, pycocotools' compressed RLE."""
+    """(H, W) bool mask -> `{"size": [H, W], "counts": str}`, pycocotools' compressed RLE."""
     mask = np.asarray(mask, bool)
     if mask.ndim != 2 or not mask.size:
         raise ConfigError(f"expected a non-empty (H, W) mask, got shape {mask.shape}")
@@ -47,13 +47,13 @@ def encode_rle(mask: np.ndarray) -> dict:
 
 
 def decode_rle(rle: dict) -> np.ndarray:
-    """``{"size": [H, W], "counts": str | bytes | list[int]}`` -> (H, W) bool mask."""
+    """`{"size": [H, W], "counts": str | bytes | list[int]}` -> (H, W) bool mask."""
     height, width = rle["size"]
     return sv.rle_to_mask(rle["counts"], resolution_wh=(int(width), int(height)))
 
 
 def mask_bbox(mask: np.ndarray) -> list[int]:
-    """COCO ``[x, y, w, h]`` of the mask's pixels, ``[0, 0, 0, 0]`` when it is empty."""
+    """COCO `[x, y, w, h]` of the mask's pixels, `[0, 0, 0, 0]` when it is empty."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if not len(rows):
         return [0, 0, 0, 0]
@@ -62,7 +62,7 @@ def mask_bbox(mask: np.ndarray) -> list[int]:
 
 def export_coco_rle(segmentation: VideoSegmentation, path: str | os.PathLike, *, threshold: float = 0.5,
                     multi_target: float | None = None, chunk: int = DEFAULT_CHUNK) -> Path:
-    """Write ``masks(threshold, multi_target)`` of every expression as COCO RLE JSON (layout above).
+    """Write `masks(threshold, multi_target)` of every expression as COCO RLE JSON (layout above).
 
     Annotations are written as they are computed, a chunk of frames at a time, so memory stays bounded.
     """

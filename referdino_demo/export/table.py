@@ -2,7 +2,7 @@
 
 Columns: frame_index, source_frame_index, time_s (frame_index / fps), expression, expression_index, score
 (shown query), mask_area_px, mask_area_fraction (of H * W), box_x1, box_y1, box_x2, box_y2 (the shown
-query's box, pixels of the original frame). (Named ``table`` so it does not shadow the stdlib ``csv``.)
+query's box, pixels of the original frame). (Named `table` so it does not shadow the stdlib `csv`.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ COLUMNS = ("frame_index", "source_frame_index", "time_s", "expression", "express
 
 def export_csv(segmentation: VideoSegmentation, path: str | os.PathLike, *, threshold: float = 0.5,
                multi_target: float | None = None, chunk: int = DEFAULT_CHUNK) -> Path:
-    """Write the per-frame table (columns above) for ``masks(threshold, multi_target)`` to ``path``."""
+    """Write the per-frame table (columns above) for `masks(threshold, multi_target)` to `path`."""
     with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS)
         writer.writeheader()

@@ -1,18 +1,18 @@
 """Read a video (file, array or frame iterator) as RGB uint8 frames, with limits checked before decoding.
 
-Frames are numpy arrays ``(H, W, 3)`` uint8 RGB in *display* orientation (rotation metadata applied);
-``read_video`` stacks them into ``(T, H, W, 3)``, ``iter_video`` yields them one at a time so long
+Frames are numpy arrays `(H, W, 3)` uint8 RGB in *display* orientation (rotation metadata applied);
+`read_video` stacks them into `(T, H, W, 3)`, `iter_video` yields them one at a time so long
 videos can be processed in chunks with bounded memory.
 
 Which frames are returned, in this order:
 
-1. ``start_s`` / ``end_s``: frames whose presentation time ``t`` (seconds from the first frame) satisfies
-   ``start_s <= t < end_s``. Timestamps, not frame numbers, so variable-frame-rate video is cut correctly.
-2. ``stride``: every ``stride``-th of those *decoded frames* (not seconds).
-3. ``max_frames`` budget: if more than ``max_frames`` remain, exactly ``max_frames`` evenly spaced ones
-   (positions ``floor(k * n / max_frames)``, first frame kept) and ``VideoInfo.subsampled_from = n``.
+1. `start_s` / `end_s`: frames whose presentation time `t` (seconds from the first frame) satisfies
+   `start_s <= t < end_s`. Timestamps, not frame numbers, so variable-frame-rate video is cut correctly.
+2. `stride`: every `stride`-th of those *decoded frames* (not seconds).
+3. `max_frames` budget: if more than `max_frames` remain, exactly `max_frames` evenly spaced ones
+   (positions `floor(k * n / max_frames)`, first frame kept) and `VideoInfo.subsampled_from = n`.
 
-``VideoInfo.fps`` is the rate of the returned frames: ``source_fps / effective_stride``, so writing them at
+`VideoInfo.fps` is the rate of the returned frames: `source_fps / effective_stride`, so writing them at
 that rate keeps the clip's real duration.
 
 A file is first demuxed without decoding (packet timestamps only; the first packets are decoded to learn
@@ -20,13 +20,17 @@ the orientation), so a missing, corrupt, truncated, audio-only or over-limit fil
 work. Still images (PNG, JPEG, WebP, BMP, ...) are rejected although FFmpeg would read them as 1-frame
 videos: in a video demo an uploaded photo is almost always a mistake, and the error says how to pass one
 deliberately (as an array with a leading frame axis). Animated GIFs are accepted as videos.
+
+Every file opened and every frame decoded is counted (`decode_counts`), so tests and benchmarks can tell how
+often a video is read.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Union
@@ -53,23 +57,19 @@ def iter_video(
     max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
     fps: float = DEFAULT_ARRAY_FPS,
 ) -> VideoFrames:
-    """Open ``source`` and check it; frames are decoded only while iterating the result.
+    """Open `source` and check it; frames are decoded only while iterating the result.
 
-    Args:
-        source: a video file path; a ``(T, H, W, 3)`` uint8 RGB array or a list of ``(H, W, 3)`` ones;
-            or any iterable of ``(H, W, 3)`` frames (consumed into memory here, up to ``end_s``, since its
-            length is needed for ``VideoInfo`` and the budget; pass a file for bounded memory).
-        stride: keep every ``stride``-th decoded frame of the selected time range.
-        start_s, end_s: time range ``[start_s, end_s)`` in seconds from the first frame.
-        max_frames: frame budget; more frames are subsampled evenly to exactly ``max_frames``.
-        max_pixels: largest ``width * height`` accepted (``InputLimitError`` above); ``None``: no limit.
-        max_duration_s: longest selected time range accepted; ``None``: no limit.
-        fps: frame rate of array and iterator sources (files carry their own).
+    `source` is a video file path; a `(T, H, W, 3)` uint8 RGB array or a list of `(H, W, 3)` ones; or any
+    iterable of `(H, W, 3)` frames (consumed into memory here, up to `end_s`, since its length is needed for
+    `VideoInfo` and the budget; pass a file for bounded memory). The selection (`stride`, the time range
+    `[start_s, end_s)` in seconds from the first frame, the `max_frames` budget) is described above;
+    `max_pixels` is the largest `width * height` and `max_duration_s` the longest selected time range
+    accepted (`InputLimitError` above them; None: no limit); `fps` is the frame rate of arrays and iterators
+    (files carry their own).
 
-    Raises:
-        VideoReadError: the source is missing, unreadable, not a video, or has no decodable frame.
-        InputLimitError: resolution or duration over the limits.
-        ConfigError: an invalid argument, or a time range with no frames in it.
+    Raises `VideoReadError` when the source is missing, unreadable, not a video or has no decodable frame,
+    `InputLimitError` over the limits, and `ConfigError` for an invalid argument or a time range with no
+    frames in it.
     """
     stride = check_positive_int("stride", stride)
     max_frames = None if max_frames is None else check_positive_int("max_frames", max_frames)
@@ -81,13 +81,15 @@ def iter_video(
         raise ConfigError(f"fps must be > 0, got {fps}.")
     limits = (max_pixels, max_duration_s)
     if isinstance(source, (str, os.PathLike)):
-        return open_file(Path(source), stride, start_s, end_s, max_frames, limits)
+        frames = open_file(Path(source), stride, start_s, end_s, max_frames, limits)
+        _count(opens=1)
+        return _counted(frames)
     return _open_frames(source, stride, start_s, end_s, max_frames, limits, fps)
 
 
 def read_video(source: VideoSource, **kwargs) -> tuple[VideoInfo, np.ndarray]:
-    """Read the selected frames of ``source`` into memory: ``(info, frames)`` with frames ``(T, H, W, 3)``
-    uint8 RGB. Keyword arguments and errors are those of ``iter_video``."""
+    """Read the selected frames of `source` into memory: `(info, frames)` with frames `(T, H, W, 3)`
+    uint8 RGB. Keyword arguments and errors are those of `iter_video`."""
     video = iter_video(source, **kwargs)
     info = video.info
     frames = np.empty((info.num_frames, info.height, info.width, 3), np.uint8)
@@ -101,6 +103,49 @@ def read_video(source: VideoSource, **kwargs) -> tuple[VideoInfo, np.ndarray]:
         frames = frames[filled]
         info = replace(info, num_frames=len(frames), duration_s=len(frames) / info.fps)
     return info, frames
+
+
+# ---- counting what is read ----
+
+
+@dataclass(frozen=True)
+class DecodeCounts:
+    """What this process has read from video files so far: `opens`, files opened (one for the scan of each
+    `iter_video` call and one per decode pass); `passes`, decode passes started; `frames`, frames decoded and
+    returned. Subtract two readings to count what happened in between."""
+
+    opens: int = 0
+    passes: int = 0
+    frames: int = 0
+
+    def __sub__(self, other: "DecodeCounts") -> "DecodeCounts":
+        return DecodeCounts(self.opens - other.opens, self.passes - other.passes, self.frames - other.frames)
+
+
+_counts = DecodeCounts()
+_counts_lock = threading.Lock()
+
+
+def decode_counts() -> DecodeCounts:
+    """The counts so far (see `DecodeCounts`)."""
+    return _counts
+
+
+def _count(opens: int = 0, passes: int = 0, frames: int = 0) -> None:
+    global _counts
+    with _counts_lock:
+        _counts = DecodeCounts(_counts.opens + opens, _counts.passes + passes, _counts.frames + frames)
+
+
+def _counted(frames: VideoFrames) -> VideoFrames:
+    """`frames`, counting each decode pass and each frame it delivers."""
+
+    def produce() -> Iterator[Frame]:
+        _count(opens=1, passes=1)
+        for item in frames:
+            _count(frames=1)
+            yield item
+    return VideoFrames(frames.info, frames.source_indices, frames.timestamps_s, produce)
 
 
 # ---- arrays and iterators ----
@@ -161,5 +206,5 @@ def _open_frames(source, stride, start_s, end_s, max_frames, limits, fps) -> Vid
     return VideoFrames(info, indices, times[indices], produce)
 
 
-__all__ = ["DEFAULT_MAX_DURATION_S", "DEFAULT_MAX_PIXELS", "VideoFrames", "VideoInfo", "iter_video",
-           "read_video"]
+__all__ = ["DEFAULT_MAX_DURATION_S", "DEFAULT_MAX_PIXELS", "DecodeCounts", "VideoFrames", "VideoInfo",
+           "decode_counts", "iter_video", "read_video"]

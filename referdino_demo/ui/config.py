@@ -10,8 +10,10 @@ from pathlib import Path
 
 from ..hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
 from ..errors import ConfigError
+from ..frame_selection import FrameSelection
 from ..io.video_reader import DEFAULT_MAX_PIXELS
-from ..options import DEFAULT_QUERY_DECAY, DEFAULT_SHORT_SIDE
+from ..options import (DEFAULT_FRAME_CACHE_MB, DEFAULT_QUERY_DECAY, DEFAULT_SHORT_SIDE, QUERY_DECAY_HELP,
+                       QUERY_DECAY_LABEL)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 LOCAL = "local:"  # menu values of local checkpoint files: "local:" + file name (the page never shows server paths)
@@ -36,8 +38,8 @@ class Control:
 # The single table of the app's numeric inputs: the sliders are built from it and every handler checks its inputs
 # against it (`check_number`), whatever sent them (the page or an HTTP client).
 CONTROLS = {
-    "query_decay": Control("Pruning keep ratio (query_decay)", float, 0, 1, 0.05, DEFAULT_QUERY_DECAY, low_open=True,
-                           info="share of queries each decoder layer keeps; lower is faster"),
+    "query_decay": Control(f"{QUERY_DECAY_LABEL} (query_decay)", float, 0, 1, 0.05, DEFAULT_QUERY_DECAY,
+                           low_open=True, info=QUERY_DECAY_HELP),
     "num_candidates": Control("Candidate queries to keep", int, 1, 10, 1, 5,
                               info="the best queries by mean score; the first is the official choice"),
     "threshold": Control("Mask threshold", float, 0.01, 0.99, 0.01, 0.5),
@@ -120,7 +122,8 @@ class AppConfig:
     max_frames: frame budget (longer clips are subsampled to it) and the largest value the UI offers.
     max_duration_s: longest clip accepted; max_upload_mb: largest upload (also `launch(max_file_size=)`);
     max_pixels: largest frame (width x height) accepted; memory_budget_mb: largest estimated peak memory of one
-    job (`ReferDinoPredictor.estimate_memory_mb`), None for no budget; concurrency: model runs at the same time.
+    job (`ReferDinoPredictor.estimate_memory_mb`), None for no budget; concurrency: model runs at the same time;
+    frame_cache_mb: decoded frames each result keeps in memory for redrawing (beyond it they are decoded again).
     """
 
     default_checkpoint: str = f"{HUB_REPO}/{DEFAULT_CHECKPOINT}"
@@ -134,6 +137,7 @@ class AppConfig:
     examples_dir: Path | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     memory_budget_mb: float | None = 8192.0
+    frame_cache_mb: float = DEFAULT_FRAME_CACHE_MB
 
     @property
     def max_upload_bytes(self) -> int:
@@ -202,11 +206,16 @@ class RunOptions:
     max_frames: int = 96
     short_side: int = DEFAULT_SHORT_SIDE
 
-    def segment_kwargs(self, config: AppConfig) -> dict:
-        return dict(stride=int(self.stride), max_frames=min(int(self.max_frames), config.max_frames),
-                    short_side=int(self.short_side), query_decay=float(self.query_decay),
-                    num_candidates=int(self.num_candidates), max_duration_s=config.max_duration_s,
-                    max_pixels=config.max_pixels, memory_budget_mb=config.memory_budget_mb)
+    def selection(self, config: AppConfig) -> FrameSelection:
+        """The frames to segment: these choices within the app's limits."""
+        return FrameSelection(stride=int(self.stride), max_frames=min(int(self.max_frames), config.max_frames),
+                              max_duration_s=config.max_duration_s, max_pixels=config.max_pixels)
+
+    def model_settings(self, config: AppConfig) -> dict:
+        """The other keyword arguments of `ReferDinoPredictor.segment`."""
+        return dict(short_side=int(self.short_side), query_decay=float(self.query_decay),
+                    num_candidates=int(self.num_candidates), memory_budget_mb=config.memory_budget_mb,
+                    frame_cache_mb=config.frame_cache_mb)
 
 
 def environment_flag(name: str) -> bool:

@@ -2,7 +2,10 @@
 `referdino_demo.ui.session` and the package.
 
 API (stable names, for `gradio_client`): `/segment` runs the model; `/rerender` redraws the cached result at a
-threshold, opacity, expression and candidate query; `/inspect_frame` draws one frame. Other events are private.
+threshold, opacity, expression and candidate query; `/inspect_frame` draws one frame; `/downloads` writes the
+export files (what the Downloads tab shows when it is opened; while it stays open they follow the settings). Files
+are written only there: a slider move redraws the videos and the frame, never the exports. Other events are
+private.
 Anyone can call the API with any values: every handler checks its inputs itself (`config.CONTROLS`, one table) and
 answers a bad one with a message naming the option, the range and the value.
 """
@@ -17,8 +20,9 @@ import gradio as gr
 
 from ..hub import TINY_RANDOM
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadError, ReferDinoError
+from ..result_view import EXPORTS
 from .config import CONTROLS, DTYPES, AppConfig, RunOptions, check_choice, check_number
-from .session import Backend, PredictorRegistry, SessionResult, View, as_text, hide_paths, message
+from .session import APP_EXPORTS, Backend, PredictorRegistry, SessionResult, View, as_text, hide_paths, message
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -50,7 +54,7 @@ def _user_errors(handler):
         except ReferDinoError as err:
             raise gr.Error(message(err), print_exception=False) from None
         except Exception as err:
-            from ..predictor import is_out_of_memory
+            from ..memory import is_out_of_memory
 
             out_of_memory = is_out_of_memory(err)
             if not out_of_memory:
@@ -104,12 +108,11 @@ def _client_connected() -> Callable[[], bool]:
 
 
 def _rendered_outputs(result, rendered) -> tuple:
-    """Values for: overlay, heatmap, plot, candidate, frame overlay, frame heatmap, downloads, info. Every file is
-    in the result's own folder, so Gradio serves it from there (no copy is left behind when the session ends)."""
-    files = [str(p) for p in (*rendered.downloads, rendered.overlay_video, rendered.heatmap_video)]
+    """Values for: overlay, heatmap, plot, candidate, frame overlay, frame heatmap, info. Every file is in the
+    result's own folder, so Gradio serves it from there (no copy is left behind when the session ends)."""
     frame_overlay, frame_heatmap = (str(p) for p in rendered.frame_files)
     return (str(rendered.overlay_video), str(rendered.heatmap_video), rendered.plot,
-            gr.update(choices=rendered.candidates, value=rendered.candidate), frame_overlay, frame_heatmap, files,
+            gr.update(choices=rendered.candidates, value=rendered.candidate), frame_overlay, frame_heatmap,
             result.summary())
 
 
@@ -152,7 +155,20 @@ class _Handlers:
     @_user_errors
     def inspect_frame(self, state, frame, threshold, opacity, expression):
         result = _require(state)
-        return tuple(str(p) for p in result.frame_files(_view(result, threshold, opacity, expression, frame)))
+        return tuple(str(p) for p in result.inspect(_view(result, threshold, opacity, expression, frame)))
+
+    @_user_errors
+    def downloads(self, state, threshold, opacity, expression):
+        """The Downloads tab opened (or an API call): its files at these settings (none before a result), and the
+        tab marked open, so that its files follow the settings (`refresh_downloads`)."""
+        if state is None:
+            return [], True
+        return [str(p) for p in state.downloads(_view(state, threshold, opacity, expression, 0))], True
+
+    def refresh_downloads(self, state, threshold, opacity, expression, downloads_open):
+        """After a new result or a redraw: the files at the new settings while the Downloads tab is open, else none
+        (the old ones no longer match)."""
+        return self.downloads(state, threshold, opacity, expression)[0] if downloads_open else []
 
     def load_model(self, checkpoint):
         try:
@@ -209,6 +225,7 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
     # which users may share (see workspace.py); a session's own results go when it ends.
     with gr.Blocks(title="ReferDINO video segmentation", delete_cache=(1800, 3600)) as demo:
         state = gr.State(None, delete_callback=lambda result: result is not None and result.close())
+        downloads_open = gr.State(False)
         gr.Markdown(INTRO)
         model_status = gr.Markdown("Model: loading…", elem_id="model-status")
         with gr.Row():
@@ -241,37 +258,43 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
                     expression = gr.Dropdown([], label="Expression (heatmap, candidates)", interactive=True)
                     candidate = gr.Dropdown([], label="Candidate query", interactive=True)
                 with gr.Tabs():
-                    with gr.Tab("Overlay"):
+                    with gr.Tab("Overlay") as overlay_tab:
                         overlay = gr.Video(label="Overlay", elem_id="overlay-video", **RESULT_VIDEO)
-                    with gr.Tab("Heatmap"):
+                    with gr.Tab("Heatmap") as heatmap_tab:
                         heatmap = gr.Video(label="Confidence heatmap", elem_id="heatmap-video", **RESULT_VIDEO)
-                    with gr.Tab("Inspect frame"):
+                    with gr.Tab("Inspect frame") as inspect_tab:
                         frame = _slider("frame", maximum=1, elem_id="frame")
                         with gr.Row():
                             frame_overlay = gr.Image(label="Overlay", format="png", interactive=False,
                                                      elem_id="frame-overlay")
                             frame_heatmap = gr.Image(label="Heatmap", format="png", interactive=False,
                                                      elem_id="frame-heatmap")
-                    with gr.Tab("Downloads"):
-                        downloads = gr.File(label="Masks (PNG zip), COCO RLE JSON, scores CSV, videos",
+                    with gr.Tab("Downloads", elem_id="downloads-tab") as downloads_tab:
+                        downloads = gr.File(label=", ".join(EXPORTS[kind].label for kind in APP_EXPORTS),
                                             file_count="multiple", interactive=False, elem_id="downloads")
                 plot = gr.Plot(label="Score per frame", format="png", elem_id="score-plot")
                 info = gr.Markdown(elem_id="result-info")
 
-        rendered = [overlay, heatmap, plot, candidate, frame_overlay, frame_heatmap, downloads, info]
+        rendered = [overlay, heatmap, plot, candidate, frame_overlay, frame_heatmap, info]
         view = [threshold, opacity, expression]
+        refresh = dict(fn=handlers.refresh_downloads, inputs=[state, *view, downloads_open], outputs=downloads,
+                       api_visibility="private", show_progress="minimal", preprocess=False)
         # preprocess=False: the values reach the handlers as sent, and the handlers check them (Gradio's own checks
         # would answer an HTTP client with Gradio's generic messages). Gradio still checks that a video is an upload.
         run.click(handlers.segment,
                   [video, expressions, checkpoint, query_decay, num_candidates, *view[:2], stride, max_frames,
                    short_side, dtype, state],
                   [state, *rendered, expression, frame, stale], api_name="segment", concurrency_id="model",
-                  concurrency_limit=config.concurrency, preprocess=False)
+                  concurrency_limit=config.concurrency, preprocess=False).success(**refresh)
         gr.on([threshold.release, opacity.release, candidate.input], handlers.rerender,
               [state, *view, candidate, frame], rendered, api_name="rerender", trigger_mode="always_last",
-              preprocess=False)
+              preprocess=False).success(**refresh)
         expression.input(handlers.show_expression, [state, *view, frame], rendered, api_visibility="private",
-                         trigger_mode="always_last", preprocess=False)
+                         trigger_mode="always_last", preprocess=False).success(**refresh)
+        downloads_tab.select(handlers.downloads, [state, *view], [downloads, downloads_open], api_name="downloads",
+                             preprocess=False)
+        gr.on([overlay_tab.select, heatmap_tab.select, inspect_tab.select], lambda: False, None, downloads_open,
+              api_visibility="private", queue=False, show_progress="hidden")
         frame.release(handlers.inspect_frame, [state, frame, *view], [frame_overlay, frame_heatmap],
                       api_name="inspect_frame", trigger_mode="always_last", show_progress="minimal", preprocess=False)
         gr.on([demo.load, checkpoint.change], handlers.load_model, checkpoint, model_status,

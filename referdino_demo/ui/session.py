@@ -1,10 +1,10 @@
 """What the Gradio app needs that is not UI: the predictor registry, input checks before any model work,
-running the model (on ZeroGPU when the `spaces` package is there) and rendering one user's cached result into
-files in that user's private folder (`workspace.py`). Settings are in `config.py`.
+running the model (on ZeroGPU when the `spaces` package is there) and one user's result (`SessionResult`, a
+`ResultView` drawing into that user's private folder, `workspace.py`). Settings are in `config.py`.
 
 Nothing here imports gradio, so it can be tested and reused without a browser. The model runs only in
-`Backend.segment`; everything `SessionResult` does (threshold, opacity, candidate, frame, expression) works from
-the cached `VideoSegmentation` and the re-decoded frames.
+`Backend.segment`; everything `SessionResult` does (threshold, opacity, candidate, frame, expression, downloads)
+works from the cached `VideoSegmentation` and the frames decoded while the model ran.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import html
-import itertools
 import logging
 import math
 import re
@@ -22,11 +21,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import (ExpressionError, InputLimitError, JobCancelledError, MemoryBudgetError, ModelLoadError,
                       ReferDinoError, VideoReadError, one_line)
-from ..io.video_reader import VideoFrames, iter_video
+from ..frame_selection import FrameSelection
+from ..io.video_reader import VideoFrames
+from ..result_view import RenderSettings, ResultView
 from ..results import VideoSegmentation
 from .config import AppConfig, RunOptions, canonical_checkpoint, check_choice
 from .workspace import SESSION_ENDED, Job, Workspace
@@ -135,13 +134,19 @@ class Backend:
     def __init__(self, config: AppConfig, registry: PredictorRegistry, workspace: Workspace | None = None):
         self.config, self.registry = config, registry
         self.workspace = workspace or Workspace()
-        self._run = on_gpu(self._run_model, self._gpu_duration)
+        run = self._run_model
+        self._run = on_gpu(run, self._gpu_duration)
+        # Without ZeroGPU the model runs in this process and hands over the frames it decoded; on ZeroGPU it runs in
+        # another one, so it gets the path (its arguments and result must pickle) and the frames are decoded here again.
+        self._in_process = self._run is run
         # At most `concurrency` model runs at once, whatever the caller: Gradio's queue keeps the same limit, but a
         # run whose request was cancelled keeps its thread until it returns.
         self._slots = threading.BoundedSemaphore(max(1, config.concurrency))
 
-    def prepare(self, video: str | None, text: str | None, options: RunOptions) -> tuple[list[str], VideoFrames]:
-        """Validate everything a user can get wrong, before loading or running the model."""
+    def prepare(self, video: str | None, text: str | None,
+                options: RunOptions) -> tuple[list[str], FrameSelection, VideoFrames]:
+        """Validate everything a user can get wrong, before loading or running the model: the expressions, the
+        frame selection and the video opened with it."""
         from ..predictor import validate_expressions
 
         if not video:
@@ -159,10 +164,8 @@ class Backend:
                 "Trim or downscale it first, e.g. `ffmpeg -i input -t 20 -vf scale=-2:720 -c:v libx264 "
                 "-pix_fmt yuv420p output.mp4`.")
         expressions = validate_expressions(text or "", limit=self.config.max_expressions)
-        kwargs = options.segment_kwargs(self.config)
-        frames = iter_video(video, stride=kwargs["stride"], max_frames=kwargs["max_frames"],
-                            max_duration_s=kwargs["max_duration_s"], max_pixels=kwargs["max_pixels"])
-        return expressions, frames
+        selection = options.selection(self.config)
+        return expressions, selection, selection.open(video)
 
     def segment(self, video: str | None, text: str | None, options: RunOptions, session: str | None = None,
                 progress: Callable | None = None, connected: Callable[[], bool] | None = None) -> "SessionResult":
@@ -178,7 +181,7 @@ class Backend:
         with self.job(session, connected) as job:
             result = self._segment(video, text, options, job, progress)
             if progress is not None:
-                progress(0.95, desc="rendering videos and exports")
+                progress(0.95, desc="rendering the videos")
             return result, result.render(view)
 
     @contextlib.contextmanager
@@ -204,21 +207,33 @@ class Backend:
             raise JobCancelledError(SESSION_ENDED)
 
     def _segment(self, video, text, options: RunOptions, job: Job, progress: Callable | None) -> "SessionResult":
-        expressions, frames = self.prepare(video, text, options)
+        expressions, selection, frames = self.prepare(video, text, options)
         self.registry.get(options.checkpoint, options.dtype)  # download/load outside any GPU time
+        settings = options.model_settings(self.config)
+        source = (frames, None) if self._in_process else (str(video), selection)
+        if not self._in_process:
+            settings["frame_cache_mb"] = 0.0  # the frames could not come back anyway
         with self._slots:
             if job.stopped:
                 raise JobCancelledError(SESSION_ENDED)
-            segmentation = self._run(options.checkpoint, options.dtype, str(video), expressions,
-                                     options.segment_kwargs(self.config), len(frames), progress, job.id)
-        # frames: decoded again when rendering; source: what exports record, the upload's name (never its folder)
-        segmentation = dataclasses.replace(segmentation, frames=frames, source=Path(video).name)
-        return SessionResult(segmentation, self.workspace.new_folder(job.session, job), video=video)
+            segmentation = self._run(options.checkpoint, options.dtype, *source, expressions, settings, len(frames),
+                                     progress, job.id)
+        # source: what exports record, the upload's name (never its folder); frames: decoded again for drawing when
+        # the model ran elsewhere
+        kept = segmentation.frames
+        segmentation = dataclasses.replace(segmentation, frames=frames if kept is None else kept,
+                                           source=Path(video).name)
+        view = ResultView(segmentation, self.workspace.new_folder(job.session, job), versioned=True,
+                          frame_cache_mb=self.config.frame_cache_mb)
+        return SessionResult(view, video=video)
 
-    def _run_model(self, checkpoint: str, dtype: str, video: str, expressions: list[str], kwargs: dict,
-                   num_frames: int, progress: Callable | None, job_id: str = "") -> VideoSegmentation:
-        """The only model call. Arguments and result are picklable (ZeroGPU runs this in another process). It
-        stops at the next progress report (one per chunk) once the job's session has ended or its client has gone."""
+    def _run_model(self, checkpoint: str, dtype: str, video, selection: FrameSelection | None,
+                   expressions: list[str], settings: dict, num_frames: int, progress: Callable | None,
+                   job_id: str = "") -> VideoSegmentation:
+        """The only model call. On ZeroGPU its arguments and result are picklable (it runs in another process):
+        `video` is then a path with its `selection`, and the result comes without frames; here `video` is the opened
+        frames and the result keeps those it decoded. It stops at the next progress report (one per chunk) once
+        the job's session has ended or its client has gone."""
         predictor = self.registry.get(checkpoint, dtype)
 
         def report(fraction: float, text: str) -> None:
@@ -227,15 +242,19 @@ class Backend:
             if progress is not None:
                 progress(0.9 * fraction, desc=text)
 
-        segmentation = predictor.segment(video, expressions, progress=report, **kwargs)
-        return dataclasses.replace(segmentation, frames=None)
+        segmentation = predictor.segment(video, expressions, selection=selection, progress=report, **settings)
+        return segmentation if self._in_process else dataclasses.replace(segmentation, frames=None)
 
     @staticmethod
-    def _gpu_duration(checkpoint, dtype, video, expressions, kwargs, num_frames, progress, job_id="") -> int:
+    def _gpu_duration(checkpoint, dtype, video, selection, expressions, settings, num_frames, progress,
+                      job_id="") -> int:
         return gpu_seconds(num_frames, len(expressions))
 
 
 # -- one user's result ------------------------------------------------------------------------------------
+APP_EXPORTS = ("png", "rle", "csv", "overlay", "heatmap")  # the Downloads tab's files (`result_view.EXPORTS`)
+
+
 @dataclass(frozen=True)
 class View:
     """What the user looks at: none of it needs the model."""
@@ -245,57 +264,44 @@ class View:
     expression: str | None = None
     frame: int = 0
 
+    @property
+    def settings(self) -> RenderSettings:
+        return RenderSettings(self.threshold, opacity=self.opacity, expression=self.expression)
+
 
 @dataclass
 class Rendered:
     overlay_video: Path
     heatmap_video: Path
     plot: object  # matplotlib Figure
-    frame_overlay: np.ndarray
-    frame_heatmap: np.ndarray
-    downloads: list[Path]
+    frame_files: tuple[Path, Path]  # the frame's overlay and heatmap as PNG files in the result's folder
     expression: str
     candidates: list[tuple[str, int]]
     candidate: int
-    frame_files: tuple[Path, Path] | None = None  # the two frame images as PNG files in the result's folder
 
 
 class SessionResult:
-    """A cached `VideoSegmentation` plus the user's candidate choices, rendered into `folder` on demand.
+    """One user's result: a versioned `ResultView` drawing into the result's own folder (served from there, deleted
+    with it), the upload it came from, and what the page shows besides the drawings (candidate labels, summary)."""
 
-    Products (videos, exports, plot) are memoised by the settings they depend on; older files are deleted
-    once a newer render of the same kind exists, so the folder stays small.
-    """
+    def __init__(self, view: ResultView, video: str | Path | None = None):
+        """video: the file segmented, decoded again for drawing when its frames did not fit in memory."""
+        self.view, self.video = view, video
 
-    KEEP = 2  # renders kept per kind: the newest and the one the browser may still be fetching
-
-    def __init__(self, segmentation: VideoSegmentation, folder: Path, video: str | Path | None = None):
-        """video: the file segmented, decoded again to render (default: `segmentation.source`)."""
-        self.segmentation, self.folder = segmentation, Path(folder)
-        self.video = video if video is not None else segmentation.source
-        self.choices: dict[str, int] = {}
-        self._lock = threading.RLock()
-        self._products: dict[str, list[tuple[tuple, object, Path]]] = {}
-        self._serial = itertools.count()
-        self._frame_cache: tuple[int, np.ndarray] | None = None
-
-    # choices
-    def view(self) -> VideoSegmentation:
-        """The segmentation showing each expression's chosen candidate query."""
-        results = {e: r.with_candidate(self.choices.get(e, 0)) for e, r in self.segmentation.results.items()}
-        return dataclasses.replace(self.segmentation, results=results)
+    @property
+    def segmentation(self) -> VideoSegmentation:
+        """The segmentation as the model made it (`view.segmentation` shows the chosen candidates)."""
+        return self.view.original
 
     def expression(self, expression: str | None) -> str:
-        names = self.segmentation.expressions
+        """`expression` checked against the result's expressions (`ConfigError` naming them); None: the first."""
         if expression is None or expression == "":
-            return names[0]
-        return check_choice("expression", "Expression", expression, names)
+            return self.view.expression()
+        return check_choice("expression", "Expression", expression, self.view.expressions)
 
     def choose(self, expression: str | None, rank: int | None) -> None:
-        expression = self.expression(expression)
         if rank is not None:
-            self.segmentation[expression].with_candidate(int(rank))  # raises for a rank that does not exist
-            self.choices[expression] = int(rank)
+            self.view.choose(self.expression(expression), int(rank))
 
     def candidates(self, expression: str) -> list[tuple[str, int]]:
         result = self.segmentation[expression]
@@ -305,91 +311,30 @@ class SessionResult:
             labels.append((label + (" (official choice)" if rank == 0 else ""), rank))
         return labels
 
-    # rendering
     def render(self, view: View) -> Rendered:
-        with self._lock:
-            self._check_source()
-            expression = self.expression(view.expression)
-            overlay, heatmap = self.overlay_video(view), self.heatmap_video(view)
-            frame_overlay, frame_heatmap = self.inspect(view)
-            files = self.frame_files(view, (frame_overlay, frame_heatmap))
-            return Rendered(overlay, heatmap, self.plot(), frame_overlay, frame_heatmap, self.exports(view.threshold),
-                            expression, self.candidates(expression), self.choices.get(expression, 0), files)
-
-    def overlay_video(self, view: View) -> Path:
-        from ..render import render_overlay_video
-
-        seg = self.view()
-        key = (view.threshold, view.opacity, self._key())
-        return self._product("overlay", key, lambda folder: render_overlay_video(
-            seg, seg.iter_frames(), folder / "overlay.mp4", threshold=view.threshold, opacity=view.opacity))
-
-    def heatmap_video(self, view: View) -> Path:
-        from ..render import render_heatmap_video
-
-        seg, expression = self.view(), self.expression(view.expression)
-        key = (expression, view.threshold, view.opacity, self._key())
-        return self._product("heatmap", key, lambda folder: render_heatmap_video(
-            seg, seg.iter_frames(), folder / "heatmap.mp4", expression=expression, threshold=view.threshold,
-            opacity=view.opacity))
-
-    def exports(self, threshold: float) -> list[Path]:
-        from ..export import export_coco_rle, export_csv, export_png_zip
-
-        seg = self.view()
-        return self._product("exports", (threshold, self._key()), lambda folder: [
-            export_png_zip(seg, folder / "masks.zip", threshold=threshold),
-            export_coco_rle(seg, folder / "masks_rle.json", threshold=threshold),
-            export_csv(seg, folder / "scores.csv", threshold=threshold)])
-
-    def plot(self):
-        from ..render import plot_scores
-
-        return self._product("plot", self._key(), lambda folder: plot_scores(self.view()))
-
-    def inspect(self, view: View) -> tuple[np.ndarray, np.ndarray]:
-        """Frame `view.frame` with every expression's overlay, and with the chosen expression's heatmap."""
-        from ..render import render_frame, render_heatmap_frame
-
-        with self._lock:
-            seg, index = self.view(), int(view.frame)
-            if not 0 <= index < seg.num_frames:
-                raise ReferDinoError(f"frame {index} does not exist; this result has {seg.num_frames} processed "
-                                     f"frames (0 to {seg.num_frames - 1})")
-            self._check_source()
-            frame = self.frame(index)
-            return (render_frame(seg, frame, index, view.threshold, opacity=view.opacity),
-                    render_heatmap_frame(seg, frame, index, expression=self.expression(view.expression),
-                                         threshold=view.threshold, opacity=view.opacity))
-
-    def frame_files(self, view: View, images: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Path, Path]:
-        """`inspect(view)` as two PNG files in this result's folder (served from there, deleted with it)."""
-        from PIL import Image
-
-        def save(folder: Path) -> tuple[Path, Path]:
-            pictures = images if images is not None else self.inspect(view)
-            paths = (folder / "frame_overlay.png", folder / "frame_heatmap.png")
-            for picture, path in zip(pictures, paths):
-                Image.fromarray(picture).save(path)
-            return paths
-
+        """The videos, the frame images and the plot at `view` (each drawn again only if its settings changed)."""
+        self._check_source()
         expression = self.expression(view.expression)
-        return self._product("frame", (int(view.frame), view.threshold, view.opacity, expression, self._key()), save)
+        settings = dataclasses.replace(view.settings, expression=expression)
+        return Rendered(self.view.overlay_video(settings), self.view.heatmap_video(settings), self.view.plot(),
+                        self.inspect(view), expression, self.candidates(expression), self.view.choice(expression))
 
-    def frame(self, index: int) -> np.ndarray:
-        """Processed frame `index`, decoded again from the source (the last one asked for is cached)."""
-        if self._frame_cache is None or self._frame_cache[0] != index:
-            for position, frame in enumerate(self.segmentation.iter_frames()):
-                if position == index:
-                    self._frame_cache = (index, frame)
-                    break
-            else:
-                raise VideoReadError(f"frame {index} could not be decoded again from {self.video}")
-        return self._frame_cache[1]
+    def inspect(self, view: View) -> tuple[Path, Path]:
+        """Frame `view.frame` with every expression's overlay, and with the chosen expression's heatmap, as PNG
+        files."""
+        self._check_source()
+        settings = dataclasses.replace(view.settings, expression=self.expression(view.expression))
+        return tuple(self.view.frame_file(kind, int(view.frame), settings) for kind in ("overlay", "heatmap"))
+
+    def downloads(self, view: View) -> list[Path]:
+        """The Downloads tab's files at `view`: written now unless they exist at these settings already."""
+        self._check_source()
+        settings = dataclasses.replace(view.settings, expression=self.expression(view.expression))
+        return self.view.export(APP_EXPORTS, settings)
 
     def summary(self) -> str:
         """Markdown: what was processed, notes, and each expression's shown query (user text escaped)."""
-        seg = self.view()
+        seg = self.view.segmentation
         height, width = seg.frame_size
         lines = []
         if seg.untrained:
@@ -406,44 +351,14 @@ class SessionResult:
         return "\n".join(lines)
 
     def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.rmtree(self.view.folder, ignore_errors=True)
 
-    # internals
     def _check_source(self) -> None:
-        if self.video is not None and not Path(self.video).is_file():
+        """Frames that are not all in memory are decoded again from the upload, which Gradio deletes after an hour."""
+        frames = self.view.frames
+        if frames is not None and not frames.complete and self.video is not None and not Path(self.video).is_file():
             raise VideoReadError("The video of this result is no longer on the server (uploads are kept about an "
                                  "hour); upload it again and press Segment.")
-
-    def _key(self) -> tuple:
-        return tuple(sorted(self.choices.items()))
-
-    def _product(self, kind: str, key: tuple, make: Callable[[Path], object]):
-        """`make(folder)` in a fresh folder, memoised by `key`; older products of `kind` are deleted."""
-        with self._lock:
-            cached = self._products.setdefault(kind, [])
-            for old_key, value, folder in cached:
-                if old_key == key and folder.is_dir() and _files_exist(value):  # files may have been cleaned up
-                    return value
-            cached[:] = [entry for entry in cached if entry[0] != key]
-            folder = self.folder / f"{next(self._serial):05d}-{kind}"
-            folder.mkdir(parents=True)
-            try:
-                value = make(folder)
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
-            cached.append((key, value, folder))
-            while len(cached) > self.KEEP:
-                shutil.rmtree(cached.pop(0)[2], ignore_errors=True)
-            return value
-
-
-def _files_exist(value) -> bool:
-    if isinstance(value, Path):
-        return value.is_file()
-    if isinstance(value, (list, tuple)):
-        return all(_files_exist(item) for item in value)
-    return True
 
 
 def _swatch(index: int) -> str:

@@ -5,18 +5,19 @@ One line in a notebook::
     from referdino_demo.ui.widgets import ReferDinoPanel
     ReferDinoPanel.from_pretrained("tiny-random")     # or "liangtm/referdino"; the panel displays itself
 
-The panel lays out widgets and calls the package: `ReferDinoPredictor.segment` on Run, the renderers for the
-video, frames, heatmap and score plot, the exporters for the files. The last result is cached on the panel,
-so the threshold slider, the frame scrubber and the heatmap choice re-render without a model call; the
-pruning slider (query_decay) and the expressions take effect on the next Run. Errors are shown as one line
-in the messages area.
+The panel lays out widgets and calls the package: `ReferDinoPredictor.segment` on Run, then a `ResultView` of
+the result (the one the app and the CLI use) for the video, frames, heatmap, score plot and export files. The
+frames decoded while the model ran stay in memory (within `frame_cache_mb`), so the threshold slider, the frame
+scrubber and the heatmap choice redraw without a model call and without decoding the video again; the pruning
+keep ratio (query_decay) and the expressions take effect on the next Run. Files are written only by the export
+buttons, into `output_dir/<video name>/` under the names every front end uses. Errors are shown as one line in
+the messages area.
 """
 
 from __future__ import annotations
 
 import html
 import io
-import itertools
 import logging
 import os
 import re
@@ -27,14 +28,13 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ReferDinoError
-from ..export import export_coco_rle, export_csv, export_png_zip
+from ..frame_selection import FrameSelection
+from ..options import DEFAULT_FRAME_CACHE_MB, DEFAULT_SHORT_SIDE, QUERY_DECAY_HELP, QUERY_DECAY_LABEL
 from ..predictor import ReferDinoPredictor
-from ..options import DEFAULT_SHORT_SIDE
-from ..render import plot_scores, render_frame, render_heatmap_frame, render_overlay_video
+from ..result_view import EXPORTS, RenderSettings, ResultView
 from ..results import VideoSegmentation
 
 logger = logging.getLogger(__name__)
-FRAME_CACHE_MB = 512  # processed frames kept in memory for the scrubber; longer videos are decoded on demand
 
 
 def png_bytes(image) -> bytes:
@@ -58,24 +58,34 @@ def _file_line(path: Path) -> str:
     return f"<div>{name} &nbsp;<code>{html.escape(str(full))}</code></div>"
 
 
+def _stem(source: str | None) -> str:
+    """The folder name of a video's files: its file name without suffix, in safe characters."""
+    stem = Path(source).stem if source else "video"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "video"
+
+
 class ReferDinoPanel:
     """Widgets over a `ReferDinoPredictor`: choose a video and expressions, run, inspect, export.
 
-    output_dir: where uploads, the overlay video and exports are written. short_side, stride, max_frames:
-    the defaults of the model input size and frame selection (stride and max frames are also widgets).
+    output_dir: where uploads and, one folder per video, the overlay video and exports are written. short_side,
+    stride, max_frames: the defaults of the model input size and frame selection (stride and max frames are also
+    widgets). frame_cache_mb: decoded frames kept in memory for redrawing (beyond it they are decoded again).
     """
 
     def __init__(self, predictor: ReferDinoPredictor, *, output_dir: str | os.PathLike = "referdino_outputs",
-                 short_side: int = DEFAULT_SHORT_SIDE, stride: int = 1, max_frames: int | None = None):
+                 short_side: int = DEFAULT_SHORT_SIDE, stride: int = 1, max_frames: int | None = None,
+                 frame_cache_mb: float = DEFAULT_FRAME_CACHE_MB):
         self.predictor = predictor
         self.output_dir = Path(output_dir)
-        self.short_side = short_side
-        self.segmentation: VideoSegmentation | None = None
-        self._frames: list[np.ndarray] | None = None
-        self._video_path: Path | None = None  # the overlay video, rendered at `_video_threshold`
-        self._video_threshold: float | None = None
+        self.short_side, self.frame_cache_mb = short_side, frame_cache_mb
+        self.view: ResultView | None = None
         self._quiet = False
         self._build(stride, max_frames)
+
+    @property
+    def segmentation(self) -> VideoSegmentation | None:
+        """The last result, as the model made it."""
+        return None if self.view is None else self.view.original
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | os.PathLike = "tiny-random", filename: str | None = None, *,
@@ -87,7 +97,7 @@ class ReferDinoPanel:
     # -- layout ----------------------------------------------------------------------------------------
     def _build(self, stride: int, max_frames: int | None) -> None:
         wide = w.Layout(width="98%")
-        style = {"description_width": "110px"}
+        style = {"description_width": "130px"}
         self.header = w.HTML(f"<b>ReferDINO</b> &middot; {html.escape(self.predictor.describe())}")
         self.upload = w.FileUpload(accept="video/*,.mp4,.webm,.mov,.mkv,.avi", multiple=False,
                                    description="Upload video")
@@ -95,9 +105,8 @@ class ReferDinoPanel:
         self.expressions = w.Textarea(description="expressions", placeholder="one expression per line",
                                       layout=w.Layout(width="98%", height="80px"), style=style)
         self.query_decay = w.FloatSlider(value=self.predictor.model.config.query_decay, min=0.05, max=1.0, step=0.05,
-                                         description="pruning keep", continuous_update=False, style=style,
-                                         tooltip="query_decay: fraction of queries each decoder layer keeps "
-                                                 "(1 = no pruning); applied on the next Run")
+                                         description=QUERY_DECAY_LABEL, continuous_update=False, style=style,
+                                         tooltip=f"{QUERY_DECAY_HELP}; applied on the next Run")
         self.threshold = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="mask threshold",
                                        continuous_update=False, style=style)
         self.stride = w.BoundedIntText(value=stride, min=1, max=100, description="frame stride", style=style)
@@ -113,10 +122,8 @@ class ReferDinoPanel:
         self.overlay_image = w.Image(format="png", layout=w.Layout(width="420px"))
         self.heatmap_image = w.Image(format="png", layout=w.Layout(width="420px"))
         self.plot = w.Image(format="png", layout=w.Layout(width="640px"))
-        self.export_png = w.Button(description="PNG masks (zip)", icon="download")
-        self.export_rle = w.Button(description="COCO RLE (json)", icon="download")
-        self.export_csv = w.Button(description="scores (csv)", icon="download")
-        self.export_video = w.Button(description="overlay (mp4)", icon="download")
+        self.export_buttons = {kind: w.Button(description=export.label, icon="download", tooltip=export.file_name)
+                               for kind, export in EXPORTS.items()}
         self.exports = w.HTML()
 
         self.upload.observe(self._on_upload, names="value")
@@ -125,8 +132,7 @@ class ReferDinoPanel:
         self.threshold.observe(self._on_threshold, names="value")
         self.frame.observe(lambda _: self._show_frame(), names="value")
         self.heatmap_expression.observe(lambda _: self._show_frame(), names="value")
-        for button, kind in ((self.export_png, "png"), (self.export_rle, "rle"), (self.export_csv, "csv"),
-                             (self.export_video, "mp4")):
+        for kind, button in self.export_buttons.items():
             button.on_click(lambda _, kind=kind: self._on_export(kind))
         self._set_result_enabled(False)
 
@@ -135,7 +141,7 @@ class ReferDinoPanel:
                          w.HBox([self.run_button, self.progress, self.status]), self.messages])
         inspect = w.VBox([w.HBox([self.frame, self.heatmap_expression]),
                           w.HBox([self.overlay_image, self.heatmap_image])])
-        export = w.VBox([w.HBox([self.export_png, self.export_rle, self.export_csv, self.export_video]),
+        export = w.VBox([w.HBox(list(self.export_buttons.values()), layout=w.Layout(flex_flow="row wrap")),
                          self.exports])
         results = w.Tab(children=[self.video, inspect, self.plot, export])
         for index, title in enumerate(("Overlay video", "Inspect frame", "Scores", "Export")):
@@ -179,10 +185,10 @@ class ReferDinoPanel:
         if not self.path.value.strip():
             raise ReferDinoError("no video chosen: upload one or type the path of a video file")
         self.progress.value = 0.0
+        selection = FrameSelection(stride=self.stride.value, max_frames=self.max_frames.value or None)
         segmentation = self.predictor.segment(
-            self.path.value.strip(), self.expressions.value, stride=self.stride.value,
-            max_frames=self.max_frames.value or None, short_side=self.short_side,
-            query_decay=self.query_decay.value, progress=self._on_progress)
+            self.path.value.strip(), self.expressions.value, selection=selection, short_side=self.short_side,
+            query_decay=self.query_decay.value, frame_cache_mb=self.frame_cache_mb, progress=self._on_progress)
         self._set_result(segmentation)
         for note in segmentation.notes:
             self._say(note)
@@ -197,7 +203,7 @@ class ReferDinoPanel:
 
     def _on_query_decay(self, change) -> None:
         if self.segmentation is not None:
-            self._say(f"pruning keep ratio {change['new']:g}: press Run to apply it")
+            self._say(f"{QUERY_DECAY_LABEL.lower()} {change['new']:g}: press Run to apply it")
 
     def _on_threshold(self, _=None) -> None:
         if self.segmentation is not None:
@@ -206,13 +212,10 @@ class ReferDinoPanel:
     def _on_export(self, kind: str) -> None:
         self._guard(lambda: self._export(kind))
 
-    # -- rendering from the cached result --------------------------------------------------------------
+    # -- drawing the cached result ---------------------------------------------------------------------
     def _set_result(self, segmentation: VideoSegmentation) -> None:
-        self.segmentation = segmentation
-        height, width = segmentation.frame_size
-        fits = segmentation.num_frames * height * width * 3 <= FRAME_CACHE_MB * 2**20
-        self._frames = list(segmentation.iter_frames()) if fits else None
-        self._video_threshold = None
+        self.view = ResultView(segmentation, self.output_dir / _stem(segmentation.source),
+                               frame_cache_mb=self.frame_cache_mb)
         self.exports.value = ""
         self._quiet = True  # no frame rendering while the scrubber and the dropdown change
         try:
@@ -223,67 +226,35 @@ class ReferDinoPanel:
         finally:
             self._quiet = False
         self._set_result_enabled(True)
-        self.plot.value = png_bytes(plot_scores(segmentation))
+        self.plot.value = png_bytes(self.view.plot())
         self.progress.value = 1.0
         self.status.value = "done"
         self._render()
 
+    def _settings(self) -> RenderSettings:
+        return RenderSettings(self.threshold.value, expression=self.heatmap_expression.value)
+
     def _render(self) -> None:
         """The overlay video at the current threshold, then the current frame."""
-        self.video.value = self._overlay_video().read_bytes()
+        self.video.value = self.view.overlay_video(self._settings()).read_bytes()
         self._show_frame()
 
-    def _overlay_video(self) -> Path:
-        """The overlay MP4 at the current threshold (re-encoded only when the threshold changed)."""
-        threshold = self.threshold.value
-        if self._video_threshold != threshold:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            self._video_path = render_overlay_video(self.segmentation, self._iter_frames(),
-                                                    self.output_dir / f"{self._stem()}_overlay.mp4",
-                                                    threshold=threshold)
-            self._video_threshold = threshold
-        return self._video_path
-
     def _show_frame(self) -> None:
-        if self.segmentation is None or self._quiet:
+        if self.view is None or self._quiet:
             return
-        index, frame = self.frame.value, self._frame(self.frame.value)
-        threshold = self.threshold.value
-        self.overlay_image.value = png_bytes(render_frame(self.segmentation, frame, index, threshold))
-        self.heatmap_image.value = png_bytes(render_heatmap_frame(
-            self.segmentation, frame, index, expression=self.heatmap_expression.value, threshold=threshold))
+        index, settings = self.frame.value, self._settings()
+        self.overlay_image.value = png_bytes(self.view.overlay_frame(index, settings))
+        self.heatmap_image.value = png_bytes(self.view.heatmap_frame(index, settings))
 
     def _export(self, kind: str) -> None:
-        if self.segmentation is None:
+        if self.view is None:
             raise ReferDinoError("nothing to export yet: press Run first")
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        base, threshold = self.output_dir / self._stem(), self.threshold.value
-        if kind == "mp4":
-            path = self._overlay_video()
-        else:
-            writer, suffix = {"png": (export_png_zip, "_masks.zip"), "rle": (export_coco_rle, "_rle.json"),
-                              "csv": (export_csv, "_scores.csv")}[kind]
-            path = writer(self.segmentation, f"{base}{suffix}", threshold=threshold)
-        self.exports.value += _file_line(Path(path))
+        path = self.view.write(kind, self._settings())
+        self.exports.value += _file_line(path)
         self._say(f"wrote {path}")
 
-    # -- helpers ---------------------------------------------------------------------------------------
-    def _iter_frames(self):
-        return iter(self._frames) if self._frames is not None else self.segmentation.iter_frames()
-
-    def _frame(self, index: int) -> np.ndarray:
-        if self._frames is not None:
-            return self._frames[index]
-        return next(itertools.islice(self.segmentation.iter_frames(), index, None))
-
-    def _stem(self) -> str:
-        source = self.segmentation.source if self.segmentation is not None else None
-        stem = Path(source).stem if source else "video"
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "video"
-
     def _set_result_enabled(self, enabled: bool) -> None:
-        for widget in (self.frame, self.heatmap_expression, self.export_png, self.export_rle, self.export_csv,
-                       self.export_video):
+        for widget in (self.frame, self.heatmap_expression, *self.export_buttons.values()):
             widget.disabled = not enabled
 
     def _guard(self, action) -> None:

@@ -1,4 +1,5 @@
-"""Tests for reading videos (referdino_demo/io/video_reader.py, video_file.py, clip.py). Every video is generated with PyAV in tmp_path."""
+"""Tests for reading videos (referdino_demo/io/video_reader.py, video_file.py, clip.py). Every video is generated
+with PyAV in tmp_path."""
 
 import struct
 from fractions import Fraction
@@ -9,6 +10,7 @@ import pytest
 
 from referdino_demo.errors import ConfigError, InputLimitError, VideoReadError
 from referdino_demo.io import VideoInfo, iter_video, read_video
+from referdino_demo.io.video_reader import DecodeCounts, decode_counts
 from referdino_demo.io import video_file
 
 _CODEC_OPTIONS = {  # (near) lossless so frame ids and orientation survive compression
@@ -200,6 +202,18 @@ def test_iter_video_streams_the_same_frames(clip30):
         if i == 1:
             break
     assert frame_ids(first_two) == [0, 5]
+
+
+def test_files_opened_and_frames_decoded_are_counted(clip30):
+    before = decode_counts()
+    video = iter_video(clip30, stride=5)
+    assert decode_counts() - before == DecodeCounts(opens=1)  # the scan: nothing decoded for the caller yet
+    list(video)
+    next(iter(video))
+    assert decode_counts() - before == DecodeCounts(opens=3, passes=2, frames=7)
+    before = decode_counts()
+    list(iter_video(np.zeros((4, 8, 8, 3), np.uint8)))
+    assert decode_counts() == before  # arrays are not decoded
 
 
 def test_one_frame_video(tmp_path):

@@ -59,8 +59,8 @@ def leftover_files(folder: Path) -> list[Path]:
     return sorted(Path(root) / name for root, _, files in os.walk(folder) for name in files)
 
 
-SEGMENT_OUTPUTS = ("overlay", "heatmap", "plot", "candidate", "frame_overlay", "frame_heatmap", "downloads", "info",
-                   "expression", "frame", "stale")
+SEGMENT_OUTPUTS = ("overlay", "heatmap", "plot", "candidate", "frame_overlay", "frame_heatmap", "info", "expression",
+                   "frame", "stale")
 
 
 def segment(client, video, expressions, **kwargs) -> dict:
@@ -70,4 +70,10 @@ def segment(client, video, expressions, **kwargs) -> dict:
     video = None if video is None else handle_file(str(video))
     return dict(zip(SEGMENT_OUTPUTS, client.predict(video=video, expressions=expressions, api_name="/segment",
                                                     **kwargs)))
+
+
+def downloads(client, expression: str | None = None, threshold: float = 0.5) -> dict[str, Path]:
+    """/downloads (what opening the Downloads tab calls): the export files by name."""
+    files = client.predict(threshold=threshold, opacity=0.5, expression=expression, api_name="/downloads")
+    return {Path(path).name: Path(path) for path in files}
 

@@ -12,9 +12,11 @@ import av
 import numpy as np
 import pytest
 
+from referdino_demo import memory
 from referdino_demo import predictor as predictor_module
 from referdino_demo.cli import main
 from referdino_demo.errors import ConfigError, InputLimitError, MemoryBudgetError
+from referdino_demo.io import iter_video
 from referdino_demo.options import OPTIONS, check_option
 from referdino_demo.preprocess.frames import check_input_size, preprocess_frames, resized_size
 
@@ -35,8 +37,9 @@ def bad_values(name: str) -> list:
     return values
 
 
-SEGMENT_OPTIONS = ["stride", "max_frames", "start_s", "end_s", "fps", "short_side", "query_decay", "num_candidates",
-                   "multi_target", "chunk_size", "feature_budget_mb", "memory_budget_mb"]
+SEGMENT_OPTIONS = ["stride", "max_frames", "start_s", "end_s", "fps", "max_duration_s", "max_pixels", "short_side",
+                   "query_decay", "num_candidates", "multi_target", "chunk_size", "feature_budget_mb",
+                   "memory_budget_mb", "frame_cache_mb"]
 
 
 def test_the_option_table_accepts_its_range_and_nothing_else():
@@ -93,13 +96,13 @@ def test_a_thin_strip_is_refused_before_the_model_runs(predictor, model_calls):
 
 def test_the_default_memory_budget_follows_free_memory(predictor, model_calls, monkeypatch):
     video = np.zeros((4, 32, 48, 3), np.uint8)
-    needed = predictor.estimate_memory_mb(predictor_module.iter_video(video).info, 1, short_side=SHORT_SIDE)
-    monkeypatch.setattr(predictor_module, "available_memory_mb", lambda device: needed / 2)
+    needed = predictor.estimate_memory_mb(iter_video(video).info, 1, short_side=SHORT_SIDE, frame_cache_mb=0)
+    monkeypatch.setattr(memory, "available_memory_mb", lambda device: needed / 2)
     with pytest.raises(MemoryBudgetError, match="memory budget"):
         predictor.segment(video, "a dog", short_side=SHORT_SIDE)
     assert model_calls == []
     assert predictor.segment(video, "a dog", short_side=SHORT_SIDE, memory_budget_mb=None).num_frames == 4
-    monkeypatch.setattr(predictor_module, "available_memory_mb", lambda device: None)  # unknown: no budget
+    monkeypatch.setattr(memory, "available_memory_mb", lambda device: None)  # unknown: no budget
     assert predictor.segment(video, "a dog", short_side=SHORT_SIDE).num_frames == 4
 
 

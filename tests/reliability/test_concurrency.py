@@ -18,7 +18,7 @@ from referdino_demo.ui.config import AppConfig
 from referdino_demo.ui.session import PredictorRegistry
 
 from .corpus import SHORT_SIDE, encode
-from .harness import App, leftover_files, segment
+from .harness import App, downloads, leftover_files, segment
 
 pytestmark = pytest.mark.slow
 
@@ -76,10 +76,9 @@ def test_eight_simultaneous_users_are_isolated_limited_bounded_and_leave_nothing
             probe = probe_video(out["overlay"])
             assert (probe.num_frames, probe.width) == (frames, width)
             assert Image.open(out["frame_overlay"]).size == (width, 48)
-            rle = json.loads(next(Path(p) for p in out["downloads"] if p.endswith(".json")).read_text("utf-8"))
+            rle = json.loads(downloads(client, expression)["masks_rle.json"].read_text("utf-8"))
             assert [e["expression"] for e in rle["expressions"]] == [expression]
-            again = dict(zip(("overlay", "heatmap", "plot", "candidate", "frame_overlay", "frame_heatmap", "downloads",
-                              "info"),
+            again = dict(zip(("overlay", "heatmap", "plot", "candidate", "frame_overlay", "frame_heatmap", "info"),
                              client.predict(threshold=0.3, opacity=0.5, expression=expression, candidate=1, frame=0,
                                             api_name="/rerender")))
             assert expression in again["info"] and probe_video(again["overlay"]).width == width

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from .corpus import HUNDRED, MARKUP, SCRIPTS, THOUSAND_WORDS, VIDEO_ERRORS, VIDEO_SUCCESSES
-from .harness import App, leftover_files, segment
+from .harness import App, downloads, leftover_files, segment
 from referdino_demo.io import probe_video
 from referdino_demo.ui.config import AppConfig
 from referdino_demo.ui.session import PredictorRegistry
@@ -37,15 +37,14 @@ def runs(app, client) -> list[Path]:
     return sorted(folder.iterdir()) if folder.exists() else []
 
 
-def assert_result(out, frames: int, size: tuple[int, int]):
+def assert_result(client, out, frames: int, size: tuple[int, int]):
     height, width = size
     assert f"**{frames} frames** ({width}×{height}" in out["info"]
     assert out["frame"]["maximum"] == max(frames - 1, 1)
     probe = probe_video(out["overlay"])
     assert probe.num_frames == frames and (probe.height, probe.width) == (height + height % 2, width + width % 2)
     assert Image.open(out["frame_overlay"]).size == (width, height)
-    rle = next(Path(p) for p in out["downloads"] if p.endswith("masks_rle.json"))
-    rle = json.loads(rle.read_text(encoding="utf-8"))
+    rle = json.loads(downloads(client)["masks_rle.json"].read_text(encoding="utf-8"))
     assert rle["info"]["num_frames"] == frames
     assert {tuple(a["segmentation"]["size"]) for a in rle["annotations"]} == {size}
 
@@ -71,19 +70,19 @@ def test_bad_video_gives_its_message_leaves_nothing_and_the_next_request_works(a
     before = runs(app, client)
     refused(client, videos[case.name], "the ball", case.message)
     assert runs(app, client) == before  # no folder for a refused request
-    assert_result(segment(client, videos["small"], "the ball"), 2, (48, 64))
+    assert_result(client, segment(client, videos["small"], "the ball"), 2, (48, 64))
 
 
 @pytest.mark.parametrize("case", VIDEO_SUCCESSES, ids=[c.name for c in VIDEO_SUCCESSES])
 def test_unusual_but_valid_video_gives_results_at_its_size(client, videos, case):
     out = segment(client, videos[case.name], "the ball")
-    assert_result(out, case.frames, case.size)
-    assert_exports_name_files_only(out, videos[case.name].name)
+    assert_result(client, out, case.frames, case.size)
+    assert_exports_name_files_only(client, out, videos[case.name].name)
 
 
-def assert_exports_name_files_only(out, video_name: str):
+def assert_exports_name_files_only(client, out, video_name: str):
     """The exports (RLE JSON, CSV, PNG zip with its info.json) and the summary name the video without its folder."""
-    files = {Path(p).name: Path(p) for p in out["downloads"]}
+    files = downloads(client)
     rle = json.loads(files["masks_rle.json"].read_text(encoding="utf-8"))
     assert rle["info"]["source"] == video_name
     texts = [files["masks_rle.json"].read_text(encoding="utf-8"), files["scores.csv"].read_text(encoding="utf-8"),
@@ -114,7 +113,7 @@ def test_markup_in_an_error_message_is_escaped(client, videos):
 
 def test_long_other_script_and_markup_expressions_succeed_and_are_shown_as_text(client, videos):
     out = segment(client, videos["small"], "\n".join([THOUSAND_WORDS, SCRIPTS, MARKUP]))
-    assert_result(out, 2, (48, 64))
+    assert_result(client, out, 2, (48, 64))
     assert [c[0] for c in out["expression"]["choices"]] == [THOUSAND_WORDS[:MAX_EXPRESSION_CHARS], SCRIPTS,
                                                            MARKUP]  # dropdowns: text
     assert "note: expression cut to 256 tokens" in out["info"]

@@ -183,9 +183,9 @@ def test_app_job_over_the_memory_budget_is_refused_and_a_smaller_one_runs(app_wi
 
     tokens = tokenize(caption_for("the ball"), predictor.tokenizer).input_ids.shape[1]
     small = predictor.estimate_memory_mb(iter_video(videos["small"]).info, 1, short_side=SHORT_SIDE, text_tokens=tokens)
-    # the least the long job can need: with its mask features computed twice rather than kept
+    # the least the long job can need: with its mask features computed twice and its frames decoded again, not kept
     large = predictor.estimate_memory_mb(iter_video(long_clip).info, 1, short_side=SHORT_SIDE, text_tokens=tokens,
-                                         feature_budget_mb=0)
+                                         feature_budget_mb=0, frame_cache_mb=0)
     budget = (small + large) / 2
     app = app_with(AppConfig(default_checkpoint="tiny-random", max_frames=48, max_duration_s=10.0,
                              short_side=SHORT_SIDE, memory_budget_mb=budget))
@@ -212,17 +212,17 @@ def test_app_job_running_out_of_memory_frees_it_and_the_next_job_runs(app_with, 
 
 
 def test_app_rendering_out_of_memory_is_reported_and_leaves_no_partial_files(app_with, videos, tmp_path, monkeypatch):
-    from referdino_demo.ui import session
+    from referdino_demo.result_view import ResultView
 
     app = app_with()
     client = app.client(tmp_path)
-    real = session.SessionResult.heatmap_video
-    monkeypatch.setattr(session.SessionResult, "heatmap_video", lambda self, view: (_ for _ in ()).throw(MemoryError))
+    real = ResultView.heatmap_video
+    monkeypatch.setattr(ResultView, "heatmap_video", lambda self, settings: (_ for _ in ()).throw(MemoryError))
     with pytest.raises(Exception, match="Out of memory: the server could not finish this job"):
         segment(client, videos["small"], "the ball")
     folder = app.workspace.folder(client.session_hash)
     assert not any(folder.rglob("*heatmap*")) and not any(p.name.startswith(".") for p in folder.rglob("*"))
-    monkeypatch.setattr(session.SessionResult, "heatmap_video", real)
+    monkeypatch.setattr(ResultView, "heatmap_video", real)
     assert "**2 frames**" in segment(client, videos["small"], "the ball")["info"]
     client.close()
 

@@ -1,6 +1,7 @@
 """The app in a real browser: Playwright (sync API) driving Debian's Chromium against the launched app with the
 tiny random model. Checks what only a browser can: the result video decodes (videoWidth > 0), the slider
-redraws, errors reach the page, markup in expressions stays text, and the page looks right (a 1280x900
+redraws, the Downloads tab writes its files when opened, errors reach the page, markup in expressions stays text,
+and the page looks right (a 1280x900
 screenshot is saved in the test's temporary folder; with REFERDINO_UPDATE_SCREENSHOT=1 it replaces
 `docs/screenshot.png`, the README's picture).
 
@@ -153,6 +154,26 @@ def test_moving_the_threshold_slider_redraws_the_result(page):
     box = frame.bounding_box()
     frame.click(position={"x": box["width"] * 0.8, "y": box["height"] / 2})
     expect(image).not_to_have_attribute("src", first)
+    page.get_by_role("tab", name="Overlay").click()
+
+
+def test_the_downloads_tab_writes_the_files_when_opened_and_they_follow_the_threshold(page, workspace):
+    def written() -> list[Path]:
+        return sorted(workspace.root.rglob("masks.zip"))
+
+    assert written() == []  # neither Segment nor a redraw wrote an export
+    page.get_by_role("tab", name="Downloads").click()
+    files = page.locator("#downloads")
+    for name in ("masks.zip", "masks_rle.json", "scores.csv", "overlay.mp4", "heatmap.mp4"):
+        expect(files.get_by_role("cell", name=name, exact=True)).to_be_visible()
+    assert len(written()) == 1
+    slider = page.locator("#threshold input[type=range]")
+    box = slider.bounding_box()
+    slider.click(position={"x": box["width"] * 0.25, "y": box["height"] / 2})  # while the tab is open
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while len(written()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(written()) == 2  # the files followed the new threshold
     page.get_by_role("tab", name="Overlay").click()
 
 

@@ -5,6 +5,7 @@ the tests can tell a re-render from a re-run.
 """
 
 import csv
+import dataclasses
 import html
 import importlib.util
 import json
@@ -25,9 +26,10 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from referdino_demo.errors import ConfigError
+from referdino_demo.errors import ConfigError, VideoReadError
 from referdino_demo.examples import synthetic_clip
 from referdino_demo.io import probe_video, write_video
+from referdino_demo.io.video_reader import DecodeCounts, decode_counts
 from referdino_demo.ui.gradio_app import build_demo
 from referdino_demo.ui.config import CONTROLS, AppConfig, RunOptions, check_number
 from referdino_demo.ui.session import Backend, PredictorRegistry, View, gpu_seconds, message
@@ -112,9 +114,9 @@ def first(session, clips, model_calls):
     return dict(zip(SEGMENT_OUTPUTS, outputs)), list(model_calls)
 
 
-SEGMENT_OUTPUTS = ("overlay", "heatmap", "plot", "candidate", "frame_overlay", "frame_heatmap", "downloads", "info",
-                   "expression", "frame", "stale")
-RERENDER_OUTPUTS = SEGMENT_OUTPUTS[:8]
+SEGMENT_OUTPUTS = ("overlay", "heatmap", "plot", "candidate", "frame_overlay", "frame_heatmap", "info", "expression",
+                   "frame", "stale")
+RERENDER_OUTPUTS = SEGMENT_OUTPUTS[:7]
 
 
 def segment(client, video, expressions=TWO, **kwargs):
@@ -128,13 +130,20 @@ def rerender(client, threshold=0.5, opacity=0.5, expression="the red ball", cand
                                                      candidate=candidate, frame=frame, api_name="/rerender")))
 
 
-def downloads(outputs) -> dict[str, Path]:
-    return {Path(p).name: Path(p) for p in outputs["downloads"]}
+def downloads(client, threshold=0.5, opacity=0.5, expression="the red ball") -> dict[str, Path]:
+    """/downloads (what opening the Downloads tab calls): the export files by name."""
+    files = client.predict(threshold=threshold, opacity=opacity, expression=expression, api_name="/downloads")
+    return {Path(p).name: Path(p) for p in files}
 
 
-def csv_rows(outputs) -> list[dict]:
-    with open(downloads(outputs)["scores.csv"], newline="", encoding="utf-8") as file:
+def csv_rows(files: dict[str, Path]) -> list[dict]:
+    with open(files["scores.csv"], newline="", encoding="utf-8") as file:
         return list(csv.DictReader(file))
+
+
+def written(workspace, client, name: str) -> set[Path]:
+    """The files `name` in the client's session folder (a new write is a new file: each goes in a fresh folder)."""
+    return set(workspace.folder(client.session_hash).rglob(name))
 
 
 def assert_playable(path, frames: int, size=(160, 90)):
@@ -146,14 +155,14 @@ def assert_playable(path, frames: int, size=(160, 90)):
 # -- the API ----------------------------------------------------------------------------------------------
 def test_only_the_documented_endpoints_are_public(session):
     api = session.view_api(return_format="dict", print_info=False)
-    assert set(api["named_endpoints"]) == {"/segment", "/rerender", "/inspect_frame"}
+    assert set(api["named_endpoints"]) == {"/segment", "/rerender", "/inspect_frame", "/downloads"}
     assert not api["unnamed_endpoints"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/segment"]["parameters"]]
     assert names == ["video", "expressions", "checkpoint", "query_decay", "num_candidates", "threshold", "opacity",
                      "stride", "max_frames", "short_side", "dtype"]
 
 
-def test_segment_returns_playable_videos_plot_inspector_and_exports(first):
+def test_segment_returns_playable_videos_plot_and_inspector_and_exports_on_request(first, session, workspace):
     out, calls = first
     assert "backbone" in calls and "mask_decoder" in calls  # the model ran
     assert_playable(out["overlay"], 12)
@@ -166,8 +175,10 @@ def test_segment_returns_playable_videos_plot_inspector_and_exports(first):
     assert Image.open(out["frame_overlay"]).size == (160, 90) and Image.open(out["frame_heatmap"]).size == (160, 90)
     assert "12 frames" in out["info"] and "UNTRAINED WEIGHTS" in out["info"] and out["stale"] == ""
 
-    files = downloads(out)
+    assert written(workspace, session, "masks.zip") == set()  # the exports wait for the Downloads tab
+    files = downloads(session)
     assert set(files) == {"masks.zip", "masks_rle.json", "scores.csv", "overlay.mp4", "heatmap.mp4"}
+    assert files["overlay.mp4"].read_bytes() == Path(out["overlay"]).read_bytes()  # the video shown, not redrawn
     with zipfile.ZipFile(files["masks.zip"]) as archive:
         pngs = [n for n in archive.namelist() if n.endswith(".png")]
         assert len(pngs) == 2 * 12
@@ -175,27 +186,36 @@ def test_segment_returns_playable_videos_plot_inspector_and_exports(first):
     rle = json.loads(files["masks_rle.json"].read_text(encoding="utf-8"))
     assert rle["info"]["num_frames"] == 12 and rle["info"]["untrained"] is True
     assert len(rle["annotations"]) == 24 and {a["segmentation"]["size"][0] for a in rle["annotations"]} == {90}
-    rows = csv_rows(out)
+    rows = csv_rows(files)
     assert len(rows) == 24 and {r["expression"] for r in rows} == {"the red ball", "the blue square"}
 
 
-def test_rerender_changes_the_outputs_without_running_the_model(session, first, model_calls):
+def test_rerender_changes_the_outputs_without_running_the_model_or_writing_exports(session, first, model_calls,
+                                                                                    workspace):
     out, _ = first
+    at_half = downloads(session)
+    exports = written(workspace, session, "masks.zip")
     model_calls.clear()
+    decoded = decode_counts()
     low = rerender(session, threshold=0.2)
-    assert model_calls == []
+    assert model_calls == [] and decode_counts() == decoded  # the frames decoded for the model were kept
+    assert written(workspace, session, "masks.zip") == exports  # a redraw writes no export
     assert_playable(low["overlay"], 12)
     assert Path(low["overlay"]).read_bytes() != Path(out["overlay"]).read_bytes()
-    area = [sum(float(r["mask_area_px"]) for r in csv_rows(o)) for o in (out, low)]
+    at_low = downloads(session, threshold=0.2)
+    area = [sum(float(r["mask_area_px"]) for r in csv_rows(files)) for files in (at_half, at_low)]
     assert area[1] > area[0]  # a lower threshold gives larger masks
-    rle = json.loads(downloads(low)["masks_rle.json"].read_text(encoding="utf-8"))
+    rle = json.loads(at_low["masks_rle.json"].read_text(encoding="utf-8"))
     assert rle["info"]["threshold"] == 0.2
+    exports = written(workspace, session, "masks.zip")
+    downloads(session, threshold=0.2)
+    assert written(workspace, session, "masks.zip") == exports  # memoised: the same files, not written again
 
     # another candidate query for one expression: its scores change, the other expression's do not
     other = rerender(session, threshold=0.2, expression="the blue square", candidate=2, frame=3)
     assert model_calls == []
     assert other["candidate"]["value"] == 2
-    before, after = csv_rows(low), csv_rows(other)
+    before, after = csv_rows(at_low), csv_rows(downloads(session, threshold=0.2, expression="the blue square"))
     for expression, changed in (("the blue square", True), ("the red ball", False)):
         scores = [[r["score"] for r in rows if r["expression"] == expression] for rows in (before, after)]
         assert (scores[0] != scores[1]) is changed
@@ -297,14 +317,30 @@ def test_offline_without_weights_the_app_says_what_to_do_and_offers_tiny_random(
         demo.close()
 
 
-def test_a_result_whose_video_was_cleaned_up_asks_for_a_new_upload(registry, clips, workspace, tmp_path):
+def test_a_result_whose_video_was_cleaned_up_draws_from_memory_or_asks_for_a_new_upload(registry, clips, workspace,
+                                                                                         tmp_path):
     video = tmp_path / "upload.mp4"
     video.write_bytes(clips["small"].read_bytes())
-    backend = Backend(CONFIG, registry, workspace)
-    result = backend.segment(str(video), "the car", RunOptions("tiny-random", short_side=128))
+    options = RunOptions("tiny-random", short_side=128)
+    kept = Backend(CONFIG, registry, workspace).segment(str(video), "the car", options)
+    not_kept = Backend(dataclasses.replace(CONFIG, frame_cache_mb=0), registry, workspace).segment(
+        str(video), "the car", options)
     video.unlink()  # Gradio's cache cleanup removed the upload
-    with pytest.raises(Exception, match="upload it again"):
-        result.render(View())
+    assert_playable(kept.render(View(threshold=0.3)).overlay_video, 4, size=(80, 48))  # its frames are in memory
+    with pytest.raises(VideoReadError, match="upload it again"):
+        not_kept.render(View(threshold=0.3))
+
+
+def test_one_segment_decodes_its_video_once_and_redrawing_or_downloads_not_at_all(registry, clips, workspace):
+    backend = Backend(CONFIG, registry, workspace)
+    before = decode_counts()
+    result, _ = backend.segment_and_render(str(clips["clip"]), TWO, RunOptions("tiny-random", short_side=128), View())
+    assert decode_counts() - before == DecodeCounts(opens=2, passes=1, frames=12)  # the checks' scan, one decode
+    before = decode_counts()
+    result.choose("the blue square", 1)
+    result.render(View(threshold=0.3, opacity=0.8, expression="the blue square", frame=5))
+    assert len(result.downloads(View(threshold=0.3))) == 5
+    assert decode_counts() == before
 
 
 # -- option checks and server paths ------------------------------------------------------------------------------
@@ -391,8 +427,13 @@ def test_with_spaces_installed_the_model_call_runs_under_spaces_gpu_with_a_durat
     result = backend.segment(str(clips["many"]), "the red ball\nthe blue square",
                              RunOptions("tiny-random", short_side=128), session="zerogpu")
     assert seen["duration"] == gpu_seconds(16, 2) and seen["result"] > 0  # 24 frames cut to the budget of 16
-    assert result.segmentation.num_frames == 16 and len(list(result.segmentation.iter_frames())) == 16
+    assert result.segmentation.num_frames == 16
+    decoded = decode_counts()
     assert result.render(View()).overlay_video.is_file()
+    assert (decode_counts() - decoded).passes == 1  # the model ran elsewhere: its frames are decoded here once...
+    decoded = decode_counts()
+    assert result.render(View(threshold=0.3)).heatmap_video.is_file()
+    assert decode_counts() == decoded  # ...and kept
 
 
 # -- app.py ------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from PIL import Image
 
 from referdino_demo.examples import synthetic_clip
 from referdino_demo.io import probe_video, write_video
+from referdino_demo.io.video_reader import decode_counts
 from referdino_demo.predictor import ReferDinoPredictor
 from referdino_demo.ui.widgets import ReferDinoPanel
 
@@ -72,7 +73,8 @@ def test_run_shows_video_frames_and_plot(ran, tmp_path):
     assert png(ran.plot.value).shape[1] > 300  # the score plot figure
 
 
-def test_threshold_and_frame_rerender_without_a_model_call(ran, model_calls):
+def test_threshold_and_frame_rerender_without_a_model_call_or_a_decode(ran, model_calls):
+    decoded = decode_counts()
     overlay, heatmap, video = ran.overlay_image.value, ran.heatmap_image.value, ran.video.value
     ran.threshold.value = 0.8  # tiny-random probabilities sit around 0.4-0.7: the masks empty out
     assert ran.overlay_image.value != overlay and ran.video.value != video
@@ -81,7 +83,7 @@ def test_threshold_and_frame_rerender_without_a_model_call(ran, model_calls):
     ran.frame.value = 3
     assert ran.overlay_image.value != at_08
     ran.heatmap_expression.value = "the blue square"
-    assert model_calls == []
+    assert model_calls == [] and decode_counts() == decoded  # the frames decoded for the model were kept
     assert texts(ran, "stderr") == ""
 
 
@@ -113,25 +115,28 @@ def test_input_errors_show_one_readable_line(panel, model_calls, expressions, vi
     assert panel.status.value == "error" and not panel.run_button.disabled
 
 
-def test_exports_write_files_and_show_links(ran, tmp_path):
-    for button in (ran.export_png, ran.export_rle, ran.export_csv, ran.export_video):
-        button.click()
-    out = tmp_path / "out"
-    names = ["red_ball_masks.zip", "red_ball_rle.json", "red_ball_scores.csv", "red_ball_overlay.mp4"]
+def test_exports_write_files_named_as_everywhere_and_show_links(ran, tmp_path):
+    out = tmp_path / "out" / "red_ball"  # one folder per video, the file names of the CLI and the app
+    written = {path.name for path in out.iterdir()}
+    assert written == {"overlay.mp4"}  # the video shown; nothing else is written before an export button
+    for kind in ("png", "palette", "rle", "csv", "overlay", "heatmap"):
+        ran.export_buttons[kind].click()
+    names = ["masks.zip", "palette.zip", "masks_rle.json", "scores.csv", "overlay.mp4", "heatmap.mp4"]
+    assert sorted(path.name for path in out.iterdir()) == sorted(names)
     for name in names:
-        assert (out / name).is_file() and name in ran.exports.value
-    with zipfile.ZipFile(out / "red_ball_masks.zip") as archive:
+        assert name in ran.exports.value
+    with zipfile.ZipFile(out / "masks.zip") as archive:
         assert sum(n.endswith(".png") for n in archive.namelist()) == 2 * FRAMES
-    assert json.loads((out / "red_ball_rle.json").read_text())["info"]["num_frames"] == FRAMES
-    rows = list(csv.DictReader((out / "red_ball_scores.csv").open()))
+    assert json.loads((out / "masks_rle.json").read_text())["info"]["num_frames"] == FRAMES
+    rows = list(csv.DictReader((out / "scores.csv").open()))
     assert len(rows) == 2 * FRAMES
-    assert probe_video(out / "red_ball_overlay.mp4").codec == "h264"
+    assert probe_video(out / "heatmap.mp4").codec == "h264"
     assert texts(ran, "stderr") == ""
 
 
 def test_exports_before_a_run_explain_what_to_do(panel):
     panel._on_export("csv")  # the buttons are disabled until a result exists; the handler still guards
-    assert "press Run first" in texts(panel, "stderr") and panel.export_csv.disabled
+    assert "press Run first" in texts(panel, "stderr") and panel.export_buttons["csv"].disabled
 
 
 def test_upload_fills_the_path(panel, video, tmp_path):
