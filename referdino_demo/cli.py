@@ -1,6 +1,6 @@
 """The `referdino` command (also `python -m referdino_demo`).
 
-    referdino segment VIDEO -e "the dog" [-e ...] --out DIR [--export png,rle,csv,overlay,heatmap]
+    referdino segment VIDEO -e "the dog" [-e ...] --out DIR [--export png,rle,csv,overlay,heatmap,cutout,effect:blur]
     referdino download [--checkpoint NAME]
     referdino evaluate --benchmark {ytvos,davis,mevis} --data-root DIR --out DIR
 
@@ -15,9 +15,10 @@ from pathlib import Path
 
 from .hub import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM, default_checkpoint
 from .console import OneLineParser, run_reporting_errors
+from .errors import ConfigError
 from .options import (DEFAULT_FRAME_CACHE_MB, DEFAULT_MAX_LONG_SIDE, DEFAULT_QUERY_DECAY, DEFAULT_SHORT_SIDE,
                       QUERY_DECAY_HELP, QUERY_DECAY_LABEL, option_type)
-from .result_view import EXPORTS, check_exports
+from .result_view import EFFECT_NAMES, EXPORTS, check_exports, check_feather
 
 DEFAULT_EXPORTS = "png,rle,csv,overlay"
 
@@ -60,8 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
                           f"again (default {DEFAULT_FRAME_CACHE_MB:g})")
     seg.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: the best available)")
     seg.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    seg.add_argument("--export", default=DEFAULT_EXPORTS,
+    seg.add_argument("--export", default=DEFAULT_EXPORTS, type=_usage_check(parse_exports),
                      help=f"comma-separated: {', '.join(f'{kind} ({e.file_name})' for kind, e in EXPORTS.items())}")
+    seg.add_argument("--feather", type=_usage_check(check_feather), metavar="PX",
+                     help=f"soft edge width in pixels of the effects ({', '.join(EFFECT_NAMES)}) and the cut-out "
+                          f"(default: each effect's own)")
+    seg.add_argument("--effect-expression", metavar="TEXT_OR_INDEX",
+                     help="the expression whose object the effects and the cut-out show: its text or its index "
+                          "among the -e options, from 0 (default: the first)")
     seg.set_defaults(handler=run_segment)
 
     download = commands.add_parser("download", help="fetch a checkpoint and the tokenizer into the HF cache")
@@ -80,6 +87,36 @@ def parse_exports(text: str) -> list[str]:
     return check_exports(name.strip() for name in text.split(",") if name.strip())
 
 
+def _usage_check(check):
+    """An argparse `type=` calling `check`, whose `ConfigError` argparse reports as a usage error (exit 2)."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            return check(text)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = check.__name__
+    return parse
+
+
+def effect_expression(text: str | None, expressions: list[str]) -> str | None:
+    """The expression `--effect-expression` names (its text, or its index among `expressions`), else
+    `ConfigError` listing them; None for None."""
+    from .preprocess.text import clean_expression
+
+    if text is None:
+        return None
+    cleaned = clean_expression(text)
+    if cleaned in expressions:
+        return cleaned
+    if cleaned.isdigit() and int(cleaned) < len(expressions):
+        return expressions[int(cleaned)]
+    choices = ", ".join(f"{i} {e!r}" for i, e in enumerate(expressions))
+    raise ConfigError(f"--effect-expression {text!r} is none of the expressions; give one's text or index: {choices}")
+
+
 def run_segment(args) -> int:
     from tqdm import tqdm
 
@@ -91,11 +128,11 @@ def run_segment(args) -> int:
 
     # Everything a user can get wrong is checked here, in seconds, before the checkpoint loads (seconds to minutes)
     # and long before the exports are written. The video opened here is the one segmented (one scan, one decode).
-    exports = parse_exports(args.export)
     expressions = validate_expressions(args.expression)
     check_output_folder(args.out)
     pick_dtype(pick_device(args.device), args.dtype)
-    settings = RenderSettings(args.threshold, multi_target=args.multi_target)
+    settings = RenderSettings(args.threshold, multi_target=args.multi_target, feather=args.feather,
+                              effect_expression=effect_expression(args.effect_expression, expressions))
     video = FrameSelection(stride=args.stride, start_s=args.start, end_s=args.end,
                            max_frames=args.max_frames).open(args.video)
     check_input_size(video.info.height, video.info.width, args.short_side, args.max_long_side, Path(args.video).name)
@@ -114,7 +151,7 @@ def run_segment(args) -> int:
     for note in segmentation.notes:
         print(f"note: {note}", file=sys.stderr)
     with output_errors(args.out):
-        for path in ResultView(segmentation, args.out).export(exports, settings):
+        for path in ResultView(segmentation, args.out).export(args.export, settings):
             print(path)
     for result in segmentation:
         print(f"{result.expression!r}: query {result.query}, mean score {result.mean_scores[result.query]:.3f}",

@@ -1,8 +1,8 @@
 """One segmentation as every front end shows it: `ResultView`, shared by the app, the notebook panel and the CLI.
 
 A view holds the `VideoSegmentation`, the user's candidate choice per expression, the decoded frames (kept in
-memory within a byte budget, `io.frame_cache`) and memoised renders: frame images, the overlay and heatmap videos
-and the exports, each keyed by the settings it depends on, so that a change redraws only what it changes and
+memory within a byte budget, `io.frame_cache`) and memoised renders: frame images, the overlay, heatmap and effect
+videos and the exports, each keyed by the settings it depends on, so that a change redraws only what it changes and
 nothing is decoded again while the frames fit. Files are written only when asked for, by the one export table
 `EXPORTS` (kind -> file name and writer); the renderers (`render/`) and exporters (`export/`) do the drawing.
 They are imported when first used, so that the CLI reads this table without loading them.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import shutil
 import threading
@@ -23,11 +24,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ConfigError, ReferDinoError
+from .errors import ConfigError, OutputError, ReferDinoError
 from .io.frame_cache import FrameCache
+from .io.video_writer import alpha_video_suffix
 from .options import DEFAULT_FRAME_CACHE_MB, check_option
 
 if TYPE_CHECKING:
+    from .render.effects import Effect
     from .results import PickOutcome, VideoSegmentation
 
 FRAME_RENDERS_KEPT = 8  # frame images memoised (a scrubber goes back and forth over a few frames)
@@ -36,18 +39,24 @@ FRAME_RENDERS_KEPT = 8  # frame images memoised (a scrubber goes back and forth 
 @dataclass(frozen=True)
 class RenderSettings:
     """What a drawing depends on besides the result: the mask `threshold`, the MeViS rule `multi_target` (None:
-    the shown query only), the `opacity` of the overlay and heatmap (None: each renderer's default) and the
-    `expression` (text or index) the heatmap shows (None: the first). Checked when made (`options.OPTIONS`)."""
+    the shown query only), the `opacity` of the overlay and heatmap (None: each renderer's default), the
+    `expression` (text or index) the heatmap shows (None: the first), the `effect_expression` whose object the
+    effects and cut-outs show (None: the first) and their soft edge width `feather` in pixels (None: each effect's
+    default). Checked when made (`options.OPTIONS`)."""
 
     threshold: float = 0.5
     multi_target: float | None = None
     opacity: float | None = None
     expression: str | int | None = None
+    effect_expression: str | int | None = None
+    feather: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("threshold", "multi_target", "opacity"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else check_option(name, value))
+        if self.feather is not None:
+            object.__setattr__(self, "feather", check_feather(self.feather))
 
     def key(self, names: tuple[str, ...]) -> tuple:
         return tuple(getattr(self, name) for name in names)
@@ -59,6 +68,21 @@ class RenderSettings:
     def mask_options(self) -> dict:
         """`threshold=` and `multi_target=` for an exporter or renderer of masks."""
         return {"threshold": self.threshold, "multi_target": self.multi_target}
+
+    def feather_option(self) -> dict:
+        """`feather=` for an effect or the cut-out export, or nothing for its default."""
+        return {} if self.feather is None else {"feather": self.feather}
+
+
+def check_feather(value) -> float:
+    """`value` (a number or numeric text) as a soft edge width in pixels >= 0, else `ConfigError`."""
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise ConfigError(f"feather (soft edge width in pixels) must be a number >= 0, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -110,7 +134,47 @@ def _heatmap(view: "ResultView", path: Path, settings: RenderSettings) -> Path:
                                 threshold=settings.threshold, **settings.opacity_option())
 
 
+def _cutout(view: "ResultView", path: Path, settings: RenderSettings) -> Path:
+    from .export import export_cutout_zip
+
+    return export_cutout_zip(view.segmentation, view.iter_frames(), path, expression=settings.effect_expression,
+                             **settings.mask_options(), **settings.feather_option())
+
+
+def _write_effect(view: "ResultView", path: Path, settings: RenderSettings, effect: "Effect") -> Path:
+    from .render.effects import render_effect_video
+
+    return render_effect_video(view.segmentation, view.iter_frames(), path, effect,
+                               expression=settings.effect_expression, **settings.mask_options())
+
+
+def _effect_export(name: str) -> Export:
+    """The export `effect:NAME`: the effect's video, with `settings.feather` (else the effect's defaults)."""
+    def write(view: "ResultView", path: Path, settings: RenderSettings) -> Path:
+        from .render.effects import make_effect
+
+        return _write_effect(view, path, settings, make_effect(name, **settings.feather_option()))
+
+    if name == "cutout":
+        return Export(f"cutout{_alpha_suffix()}", f"cut-out video ({_alpha_suffix()[1:]}, alpha)", EFFECT_DEPENDS,
+                      write)
+    return Export(f"effect_{name}.mp4", f"{name} video (mp4)", EFFECT_DEPENDS, write)
+
+
+def _alpha_suffix() -> str:
+    """`alpha_video_suffix()`; where this FFmpeg cannot write alpha at all, `.webm`, whose writer then says so."""
+    try:
+        return alpha_video_suffix()
+    except OutputError:
+        return ".webm"
+
+
 MASKS = ("threshold", "multi_target")
+EFFECT_MASKS = (*MASKS, "effect_expression")  # what an effect drawing depends on besides the renderer
+EFFECT_DEPENDS = (*EFFECT_MASKS, "feather")
+# The keys of `render.effects.EFFECTS`, named here so that this table loads without the renderers (a test checks
+# that the two agree). Effect NAME is the export kind `effect:NAME`.
+EFFECT_NAMES = ("blur", "pixelate", "fill", "desaturate", "spotlight", "cutout")
 EXPORTS: dict[str, Export] = {
     "png": Export("masks.zip", "PNG masks (zip)", MASKS, _png),
     "palette": Export("palette.zip", "palette PNGs (zip)", MASKS, _palette),
@@ -118,6 +182,8 @@ EXPORTS: dict[str, Export] = {
     "csv": Export("scores.csv", "scores (csv)", MASKS, _csv),
     "overlay": Export("overlay.mp4", "overlay video (mp4)", (*MASKS, "opacity"), _overlay),
     "heatmap": Export("heatmap.mp4", "heatmap video (mp4)", ("threshold", "opacity", "expression"), _heatmap),
+    "cutout": Export("cutout.zip", "cut-out RGBA PNGs (zip)", EFFECT_DEPENDS, _cutout),
+    **{f"effect:{name}": _effect_export(name) for name in EFFECT_NAMES},
 }
 
 
@@ -268,6 +334,32 @@ class ResultView:
         """The heatmap MP4 of `settings.expression` (the "heatmap" export), memoised."""
         return self.write("heatmap", settings)
 
+    def effect_frame(self, index: int, effect: "Effect | str", settings: RenderSettings = RenderSettings(),
+                     expression: str | int | None = None) -> np.ndarray:
+        """Frame `index` with `effect` on one object's mask: `(H, W, 3)` uint8 RGB, `(H, W, 4)` RGBA for the
+        cut-out; memoised.
+
+        `effect` is a renderer of `render.effects` or a name of its `EFFECTS` (made with `settings.feather`, else
+        the effect's defaults). The object is `expression`'s (text or index; None: `settings.effect_expression`,
+        whose None is the first expression) at `settings.threshold` and `settings.multi_target`."""
+        from .render.effects import render_effect_frame
+
+        effect, settings = self._effect(effect, settings, expression)
+        key = ("effect", index, effect.key(), *settings.key(EFFECT_MASKS))
+        return self._image(key, lambda: render_effect_frame(
+            self.segmentation, self.frame(index), index, effect, expression=settings.effect_expression,
+            **settings.mask_options()))
+
+    def effect_video(self, effect: "Effect | str", settings: RenderSettings = RenderSettings(),
+                     expression: str | int | None = None) -> Path:
+        """`effect` over every processed frame, as `effect_frame` draws it, in the file of the export
+        `effect:NAME` (`effect_NAME.mp4`; the cut-out: `cutout.webm` with alpha, or `.mov` where VP9 is missing,
+        see `io.video_writer.alpha_video_suffix`); memoised."""
+        effect, settings = self._effect(effect, settings, expression)
+        kind = f"effect:{effect.name}"
+        return self._file(kind, EXPORTS[kind].file_name, (effect.key(), *settings.key(EFFECT_MASKS)),
+                          lambda path: _write_effect(self, path, settings, effect))
+
     def plot(self):
         """The score plot (a matplotlib Figure) of the shown candidates, memoised."""
         from .render import plot_scores
@@ -302,8 +394,23 @@ class ResultView:
         return self.frames
 
     def _resolved(self, settings: RenderSettings) -> RenderSettings:
-        """`settings` naming its expression by text, so that one expression has one memo key."""
-        return dataclasses.replace(settings, expression=self.expression(settings.expression))
+        """`settings` naming its expressions by text, so that one expression has one memo key."""
+        return dataclasses.replace(settings, expression=self.expression(settings.expression),
+                                   effect_expression=self.expression(settings.effect_expression))
+
+    def _effect(self, effect: "Effect | str", settings: RenderSettings,
+                expression: str | int | None) -> tuple["Effect", RenderSettings]:
+        """The renderer `effect` names (or is) and `settings` showing `expression`'s object, resolved."""
+        from .render.effects import make_effect
+
+        if isinstance(effect, str):
+            effect = make_effect(effect, **settings.feather_option())
+        elif not (hasattr(effect, "render_frame") and hasattr(effect, "key")):
+            raise ConfigError(f"effect must be a renderer of render.effects or one of {', '.join(EFFECT_NAMES)}, "
+                              f"got {effect!r}")
+        if expression is not None:
+            settings = dataclasses.replace(settings, effect_expression=expression)
+        return effect, self._resolved(settings)
 
     def _image(self, key: tuple, draw: Callable[[], np.ndarray]) -> np.ndarray:
         with self._lock:
@@ -328,7 +435,8 @@ class ResultView:
             if self.folder is None:
                 raise ConfigError("this view has no folder to write files into; make it with ResultView(segmentation,"
                                   " folder)")
-            folder = self.folder / f"{next(self._serial):05d}-{kind}" if self.versioned else self.folder
+            folder = self.folder / f"{next(self._serial):05d}-{kind.replace(':', '-')}" if self.versioned \
+                else self.folder
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / name
             try:

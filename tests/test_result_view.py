@@ -127,7 +127,8 @@ def test_files_are_written_only_when_asked_for(segmentation, tmp_path):
     settings = RenderSettings(0.4)
     view.overlay_video(settings), view.overlay_frame(0, settings), view.heatmap_frame(0, settings), view.plot()
     assert files(tmp_path) == {"overlay.mp4"}  # the video a front end shows, nothing else
-    with pytest.raises(ConfigError, match="unknown export gif; choose from png,palette,rle,csv,overlay,heatmap"):
+    with pytest.raises(ConfigError, match="unknown export gif; choose from png,palette,rle,csv,overlay,heatmap,"
+                                          "cutout,effect:blur,"):
         view.export(["csv", "gif"], settings)
     assert files(tmp_path) == {"overlay.mp4"}  # a bad kind writes nothing
     assert [path.name for path in view.export(["csv", "rle"], settings)] == ["scores.csv", "masks_rle.json"]

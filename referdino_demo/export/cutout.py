@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from referdino_demo.export.masks import _write_json, _write_png
+from referdino_demo.export.masks import write_json, write_png
 from referdino_demo.mask_chunks import DEFAULT_CHUNK
 from referdino_demo.mattes import cutout, iter_frames_with, iter_object_masks
 from referdino_demo.output_files import atomic_write
@@ -38,8 +38,8 @@ def export_cutout_zip(segmentation: VideoSegmentation, frames: Iterable[np.ndarr
     masks = iter_object_masks(segmentation, expression, threshold, multi_target, chunk)
     shown = None if expression is None else segmentation[expression].expression
     with atomic_write(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        _write_json(archive, "info.json", {**segmentation.export_info(), "expression": shown, "threshold": threshold,
+        write_json(archive, "info.json", {**segmentation.export_info(), "expression": shown, "threshold": threshold,
                                            "multi_target": multi_target, "feather": feather})
         for index, frame, mask in iter_frames_with(segmentation, frames, masks):
-            _write_png(archive, f"{index:05d}.png", Image.fromarray(cutout(frame, mask, feather)))
+            write_png(archive, f"{index:05d}.png", Image.fromarray(cutout(frame, mask, feather)))
     return Path(path)

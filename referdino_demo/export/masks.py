@@ -63,13 +63,13 @@ def export_png_zip(segmentation: VideoSegmentation, path: str | os.PathLike, *, 
     """Write per-expression, per-frame 0/255 PNG masks of `masks(threshold, multi_target)` to the zip `path`."""
     folders = expression_folders(segmentation)
     with atomic_write(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        _write_json(archive, "expressions.json", dict(zip(folders, segmentation.expressions, strict=True)))
-        _write_json(archive, "info.json", _info(segmentation, threshold, multi_target))
+        write_json(archive, "expressions.json", dict(zip(folders, segmentation.expressions, strict=True)))
+        write_json(archive, "info.json", _info(segmentation, threshold, multi_target))
         for start, masks in iter_mask_chunks(segmentation, threshold, multi_target, chunk):  # (E, t, H, W)
             for folder, expression_masks in zip(folders, masks, strict=True):
                 for offset, mask in enumerate(expression_masks):
                     image = Image.fromarray(mask.astype(np.uint8) * 255)  # 2-D uint8: mode "L"
-                    _write_png(archive, f"{folder}/{start + offset:05d}.png", image)
+                    write_png(archive, f"{folder}/{start + offset:05d}.png", image)
     return Path(path)
 
 
@@ -83,8 +83,8 @@ def export_palette_zip(segmentation: VideoSegmentation, path: str | os.PathLike,
         raise ReferDinoError(f"an indexed PNG holds at most 255 objects, got {len(segmentation)} expressions; "
                              f"use export_png_zip instead")
     with atomic_write(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        _write_json(archive, "expressions.json", {str(i + 1): t for i, t in enumerate(segmentation.expressions)})
-        _write_json(archive, "info.json", _info(segmentation, threshold, multi_target))
+        write_json(archive, "expressions.json", {str(i + 1): t for i, t in enumerate(segmentation.expressions)})
+        write_json(archive, "info.json", _info(segmentation, threshold, multi_target))
         logit_streams = [iter_logit_chunks(result, multi_target, chunk) for result in segmentation]
         for start, masks in iter_mask_chunks(segmentation, threshold, multi_target, chunk):  # (E, t, H, W)
             if len(masks):
@@ -96,7 +96,7 @@ def export_palette_zip(segmentation: VideoSegmentation, path: str | os.PathLike,
             for offset, frame_ids in enumerate(ids):
                 image = Image.frombytes("P", frame_ids.shape[::-1], frame_ids.tobytes())
                 image.putpalette(DAVIS_PALETTE)
-                _write_png(archive, f"{start + offset:05d}.png", image)
+                write_png(archive, f"{start + offset:05d}.png", image)
     return Path(path)
 
 
@@ -110,11 +110,13 @@ def _info(segmentation: VideoSegmentation, threshold: float, multi_target: float
     return {**segmentation.export_info(), "threshold": threshold, "multi_target": multi_target}
 
 
-def _write_json(archive: zipfile.ZipFile, name: str, data: dict) -> None:
+def write_json(archive: zipfile.ZipFile, name: str, data: dict) -> None:
+    """`data` as indented UTF-8 JSON at `name` in `archive`."""
     archive.writestr(name, json.dumps(data, ensure_ascii=False, indent=2))
 
 
-def _write_png(archive: zipfile.ZipFile, name: str, image: Image.Image) -> None:
+def write_png(archive: zipfile.ZipFile, name: str, image: Image.Image) -> None:
+    """`image` as a PNG at `name` in `archive`, stored as it is (PNG is compressed already)."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     archive.writestr(name, buffer.getvalue(), compress_type=zipfile.ZIP_STORED)  # PNG is compressed already

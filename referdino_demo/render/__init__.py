@@ -5,9 +5,9 @@ frame left unchanged, RGB `(H, W, 3)` uint8 in and out. Expression i is drawn in
 """
 
 from referdino_demo.render.banner import UNTRAINED_TEXT, BannerRenderer
-from referdino_demo.render.effects import (BlurRenderer, ColorFillRenderer, CutoutRenderer, DesaturateRenderer,
-                                           PixelateRenderer, SpotlightRenderer, render_effect_frame,
-                                           render_effect_video)
+from referdino_demo.render.effects import (EFFECTS, BlurRenderer, ColorFillRenderer, CutoutRenderer,
+                                           DesaturateRenderer, PixelateRenderer, SpotlightRenderer, effect_options,
+                                           make_effect, render_effect_frame, render_effect_video)
 from referdino_demo.render.heatmap import HeatmapRenderer
 from referdino_demo.render.overlay import OverlayRenderer
 from referdino_demo.render.palette import PALETTE, color_for, hex_color
@@ -15,6 +15,7 @@ from referdino_demo.render.plot import plot_scores, scores_table
 from referdino_demo.render.video import render_frame, render_heatmap_frame, render_heatmap_video, render_overlay_video
 
 __all__ = [
+    "EFFECTS",
     "PALETTE",
     "UNTRAINED_TEXT",
     "BannerRenderer",
@@ -27,7 +28,9 @@ __all__ = [
     "PixelateRenderer",
     "SpotlightRenderer",
     "color_for",
+    "effect_options",
     "hex_color",
+    "make_effect",
     "plot_scores",
     "render_effect_frame",
     "render_effect_video",

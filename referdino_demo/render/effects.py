@@ -6,10 +6,14 @@ Each effect is one renderer, like the others: options at construction, `render_f
 `(H, W, 3)` uint8 RGB in, a new frame out (`(H, W, 4)` RGBA for the cut-out), the input unchanged. `feather`
 softens the mask's edge over about that many pixels (see `mattes.soft_mask`); pixels farther from the edge than
 `feather / 2` are either exactly the input frame or exactly the effect's look.
+
+`EFFECTS` names each effect as every front end does (`blur`, `pixelate`, `fill`, `desaturate`, `spotlight`,
+`cutout`); `make_effect(name, **options)` builds one, `effect_options(name)` lists what it takes.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,7 +32,17 @@ TARGETS = ("background", "object")
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as PIL's "L" mode
 
 
-class _MaskEffect:
+class _Effect:
+    """What every effect has: its `name` in `EFFECTS`, and `key()`, its options as a hashable tuple (two renderers
+    with equal keys draw the same pixels), which memo keys use (`ResultView`)."""
+
+    name = ""
+
+    def key(self) -> tuple:
+        return (self.name, *sorted(vars(self).items()))
+
+
+class _MaskEffect(_Effect):
     """A look computed from the whole frame (`_look`), blended in where the soft mask selects: outside the mask
     for `target="background"`, inside for `target="object"`."""
 
@@ -56,6 +70,8 @@ class BlurRenderer(_MaskEffect):
     """Gaussian blur of the background (default) or of the object; `radius` is the blur's standard deviation in
     pixels (PIL's `GaussianBlur`)."""
 
+    name = "blur"
+
     def __init__(self, radius: float = 12.0, *, target: str = "background", feather: float = 4.0):
         super().__init__(target, feather)
         self.radius = _number("radius", radius, 0.0, inclusive=False)
@@ -68,6 +84,8 @@ class PixelateRenderer(_MaskEffect):
     """Mosaic of the background (default) or of the object: each `block` x `block` tile of the frame, counted from
     the top-left corner, takes the tile's mean colour (tiles cut by the right or bottom edge: the mean of what is
     left)."""
+
+    name = "pixelate"
 
     def __init__(self, block: int = 16, *, target: str = "background", feather: float = 0.0):
         super().__init__(target, feather)
@@ -85,6 +103,8 @@ class ColorFillRenderer(_MaskEffect):
     """The background (default) or the object replaced by one solid RGB `color`: green by default, which editors
     without alpha support can key out."""
 
+    name = "fill"
+
     def __init__(self, color: Sequence[int] = (0, 255, 0), *, target: str = "background", feather: float = 0.0):
         super().__init__(target, feather)
         if not (isinstance(color, (tuple, list)) and len(color) == 3 and all(
@@ -100,6 +120,8 @@ class DesaturateRenderer(_MaskEffect):
     """The background (default) or the object drained of colour: `amount` 1 gives its grey (BT.601 luma), 0 leaves
     the frame as it is."""
 
+    name = "desaturate"
+
     def __init__(self, amount: float = 1.0, *, target: str = "background", feather: float = 4.0):
         super().__init__(target, feather)
         self.amount = _number("amount", amount, 0.0, 1.0)
@@ -113,6 +135,8 @@ class DesaturateRenderer(_MaskEffect):
 class SpotlightRenderer(_MaskEffect):
     """Everything but the object darkened: outside the mask each channel is multiplied by `1 - dim`."""
 
+    name = "spotlight"
+
     def __init__(self, dim: float = 0.6, *, feather: float = 8.0):
         super().__init__("background", feather)
         self.dim = _number("dim", dim, 0.0, 1.0)
@@ -121,8 +145,10 @@ class SpotlightRenderer(_MaskEffect):
         return frame.astype(np.float32) * (1.0 - self.dim)
 
 
-class CutoutRenderer:
+class CutoutRenderer(_Effect):
     """The object cut out: `render_frame` returns `(H, W, 4)` uint8 RGBA, see `mattes.cutout`."""
+
+    name = "cutout"
 
     def __init__(self, *, feather: float = 0.0):
         self.feather = _number("feather", feather, 0.0)
@@ -134,6 +160,30 @@ class CutoutRenderer:
 
 
 Effect = BlurRenderer | PixelateRenderer | ColorFillRenderer | DesaturateRenderer | SpotlightRenderer | CutoutRenderer
+# Every effect by the name the CLI (`--export effect:NAME`), the app and the notebook panel use.
+EFFECTS: dict[str, type[Effect]] = {effect.name: effect for effect in (
+    BlurRenderer, PixelateRenderer, ColorFillRenderer, DesaturateRenderer, SpotlightRenderer, CutoutRenderer)}
+
+
+def effect_options(name: str) -> tuple[str, ...]:
+    """The options effect `name` takes (its constructor's parameters), e.g. `("radius", "target", "feather")`."""
+    return tuple(inspect.signature(_effect_class(name)).parameters)
+
+
+def make_effect(name: str, **options) -> Effect:
+    """The renderer of effect `name` (a key of `EFFECTS`) with `options` (see `effect_options`); `ConfigError` for
+    an unknown name or option, naming the choices."""
+    unknown = sorted(set(options) - set(effect_options(name)))
+    if unknown:
+        raise ConfigError(f"effect {name!r} has no option {', '.join(unknown)}; its options are "
+                          f"{', '.join(effect_options(name))}")
+    return _effect_class(name)(**options)
+
+
+def _effect_class(name: str) -> type[Effect]:
+    if name not in EFFECTS:
+        raise ConfigError(f"unknown effect {name!r}; choose from {', '.join(EFFECTS)}")
+    return EFFECTS[name]
 
 
 def render_effect_video(segmentation: VideoSegmentation, frames: Iterable[np.ndarray], path: str | os.PathLike,

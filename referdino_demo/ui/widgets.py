@@ -8,14 +8,20 @@ One line in a notebook::
 The panel lays out widgets and calls the package: `ReferDinoPredictor.segment` on Run, then a `ResultView` of
 the result (the one the app and the CLI use) for the video, frames, heatmap, score plot and export files. The
 frames decoded while the model ran stay in memory (within `frame_cache_mb`), so the threshold slider, the frame
-scrubber and the heatmap choice redraw without a model call and without decoding the video again; the pruning
-keep ratio (query_decay) and the expressions take effect on the next Run. Files are written only by the export
-buttons, into `output_dir/<video name>/` under the names every front end uses. Errors are shown as one line in
-the messages area.
+scrubber, the heatmap choice and the effects redraw without a model call and without decoding the video again;
+the pruning keep ratio (query_decay) and the expressions take effect on the next Run. Files are written only by the
+export buttons and the effect's "render video" button, into `output_dir/<video name>/` under the names every front
+end uses. Errors are shown as one line in the messages area.
+
+Picking: an image widget reports no clicks, so the Inspect tab takes the point as x and y (pixels of the original
+frame) and "pick candidate here" shows the candidate query of the heatmap's expression that covers it
+(`ResultView.pick`); "undo" takes the last pick back. Saved notebooks shown without a widget manager (nbconvert,
+GitHub) get a static HTML copy: the description and, after a run, the current overlay frame.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import logging
@@ -31,6 +37,7 @@ from ..errors import ReferDinoError
 from ..frame_selection import FrameSelection
 from ..options import DEFAULT_FRAME_CACHE_MB, DEFAULT_SHORT_SIDE, QUERY_DECAY_HELP, QUERY_DECAY_LABEL
 from ..predictor import ReferDinoPredictor
+from ..render.effects import EFFECTS, TARGETS, effect_options
 from ..result_view import EXPORTS, RenderSettings, ResultView
 from ..results import VideoSegmentation
 
@@ -38,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 def png_bytes(image) -> bytes:
-    """(H, W, 3) uint8 RGB array or a matplotlib Figure -> PNG bytes."""
+    """(H, W, 3) uint8 RGB or (H, W, 4) RGBA array, or a matplotlib Figure -> PNG bytes."""
     buffer = io.BytesIO()
     if isinstance(image, np.ndarray):
         Image.fromarray(image).save(buffer, format="png")
@@ -125,6 +132,21 @@ class ReferDinoPanel:
         self.export_buttons = {kind: w.Button(description=export.label, icon="download", tooltip=export.file_name)
                                for kind, export in EXPORTS.items()}
         self.exports = w.HTML()
+        # picking (Inspect tab) and effects (Effects tab)
+        self.pick_x = w.BoundedIntText(value=0, min=0, max=0, description="x", layout=w.Layout(width="150px"))
+        self.pick_y = w.BoundedIntText(value=0, min=0, max=0, description="y", layout=w.Layout(width="150px"))
+        self.pick_button = w.Button(description="pick candidate here", icon="crosshairs",
+                                    tooltip="show the candidate of the heatmap's expression that covers (x, y)")
+        self.undo_button = w.Button(description="undo", icon="undo", tooltip="take the last pick back")
+        self.effect = w.Dropdown(description="effect", options=list(EFFECTS), style=style)
+        self.feather = w.FloatSlider(value=4.0, min=0.0, max=32.0, step=1.0, description="feather (px)",
+                                     continuous_update=False, style=style)
+        self.target = w.ToggleButtons(options=TARGETS, description="apply to", style=style)
+        self.effect_expression = w.Dropdown(description="object", options=[], style=style)
+        self.effect_image = w.Image(format="png", layout=w.Layout(width="420px"))
+        self.effect_button = w.Button(description="render video", icon="film")
+        self.effect_video = w.Video(format="mp4", autoplay=False, loop=True, controls=True,
+                                    layout=w.Layout(width="480px"))
 
         self.upload.observe(self._on_upload, names="value")
         self.run_button.on_click(self._on_run)
@@ -134,23 +156,47 @@ class ReferDinoPanel:
         self.heatmap_expression.observe(lambda _: self._show_frame(), names="value")
         for kind, button in self.export_buttons.items():
             button.on_click(lambda _, kind=kind: self._on_export(kind))
+        self.pick_button.on_click(lambda _: self._guard(self._pick))
+        self.undo_button.on_click(lambda _: self._guard(self._undo))
+        for control in (self.effect, self.feather, self.target, self.effect_expression):
+            control.observe(lambda _: self._guard(self._show_effect), names="value")
+        self.effect_button.on_click(lambda _: self._guard(self._render_effect))
         self._set_result_enabled(False)
 
         inputs = w.VBox([w.HBox([self.upload]), self.path, self.expressions,
                          w.HBox([self.query_decay, self.threshold]), w.HBox([self.stride, self.max_frames]),
                          w.HBox([self.run_button, self.progress, self.status]), self.messages])
         inspect = w.VBox([w.HBox([self.frame, self.heatmap_expression]),
-                          w.HBox([self.overlay_image, self.heatmap_image])])
+                          w.HBox([self.overlay_image, self.heatmap_image]),
+                          w.HBox([self.pick_x, self.pick_y, self.pick_button, self.undo_button])])
+        effects = w.VBox([w.HBox([self.effect, self.effect_expression]), w.HBox([self.feather, self.target]),
+                          w.HBox([self.effect_image, w.VBox([self.effect_button, self.effect_video])])])
         export = w.VBox([w.HBox(list(self.export_buttons.values()), layout=w.Layout(flex_flow="row wrap")),
                          self.exports])
-        results = w.Tab(children=[self.video, inspect, self.plot, export])
-        for index, title in enumerate(("Overlay video", "Inspect frame", "Scores", "Export")):
+        results = w.Tab(children=[self.video, inspect, effects, self.plot, export])
+        for index, title in enumerate(("Overlay video", "Inspect frame", "Effects", "Scores", "Export")):
             results.set_title(index, title)
         self.widget = w.VBox([self.header, inputs, results])
 
     # -- display ---------------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        """The widget view, and a static HTML copy for renderers without widgets (nbconvert, GitHub)."""
+        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+        return {**bundle, "text/html": self.static_html()}
+
+    def static_html(self) -> str:
+        """The panel as static HTML: what it is and, after a run, the expressions and the current overlay frame."""
+        parts = [f"<p>{self.header.value}: the ReferDINO notebook panel (interactive in Jupyter and Colab; this is a "
+                 f"static copy).</p>"]
+        if self.view is not None:
+            index = self.frame.value
+            image = base64.b64encode(png_bytes(self.view.overlay_frame(index, self._settings()))).decode("ascii")
+            shown = ", ".join(html.escape(text) for text in self.view.expressions)
+            parts += [f"<p>{html.escape(_stem(self.view.original.source))}, frame {index} of "
+                      f"{self.view.num_frames}: {shown}</p>",
+                      f'<img src="data:image/png;base64,{image}" alt="overlay of frame {index}" '
+                      f'style="max-width: 480px">']
+        return "\n".join(parts)
 
     def show(self) -> None:
         from IPython.display import display
@@ -223,6 +269,10 @@ class ReferDinoPanel:
             self.frame.max = segmentation.num_frames - 1
             self.heatmap_expression.options = segmentation.expressions
             self.heatmap_expression.value = segmentation.expressions[0]
+            self.effect_expression.options = segmentation.expressions
+            self.effect_expression.value = segmentation.expressions[0]
+            height, width = segmentation.frame_size
+            self.pick_x.max, self.pick_y.max = width - 1, height - 1
         finally:
             self._quiet = False
         self._set_result_enabled(True)
@@ -232,7 +282,8 @@ class ReferDinoPanel:
         self._render()
 
     def _settings(self) -> RenderSettings:
-        return RenderSettings(self.threshold.value, expression=self.heatmap_expression.value)
+        return RenderSettings(self.threshold.value, expression=self.heatmap_expression.value,
+                              effect_expression=self.effect_expression.value or None, feather=self.feather.value)
 
     def _render(self) -> None:
         """The overlay video at the current threshold, then the current frame."""
@@ -245,6 +296,51 @@ class ReferDinoPanel:
         index, settings = self.frame.value, self._settings()
         self.overlay_image.value = png_bytes(self.view.overlay_frame(index, settings))
         self.heatmap_image.value = png_bytes(self.view.heatmap_frame(index, settings))
+        self._show_effect()
+
+    def _effect_renderer(self):
+        """The chosen effect with the feather and, where the effect has one, the target."""
+        from ..render.effects import make_effect
+
+        name = self.effect.value
+        self.target.disabled = "target" not in effect_options(name)
+        target = {} if self.target.disabled else {"target": self.target.value}
+        return make_effect(name, feather=self.feather.value, **target)
+
+    def _show_effect(self) -> None:
+        """The chosen effect on the current frame (the preview of the Effects tab)."""
+        if self.view is None or self._quiet:
+            return
+        effect = self._effect_renderer()
+        self.effect_image.value = png_bytes(self.view.effect_frame(self.frame.value, effect, self._settings()))
+
+    def _render_effect(self) -> None:
+        if self.view is None:
+            raise ReferDinoError("nothing to render yet: press Run first")
+        path = self.view.effect_video(self._effect_renderer(), self._settings())
+        self.effect_video.format = path.suffix[1:]
+        self.effect_video.value = path.read_bytes()
+        self._say(f"wrote {path}")
+
+    def _pick(self) -> None:
+        if self.view is None:
+            raise ReferDinoError("nothing to pick from yet: press Run first")
+        outcome = self.view.pick(self.heatmap_expression.value, self.frame.value, self.pick_x.value,
+                                 self.pick_y.value, self.threshold.value)
+        self._say(outcome.message)
+        self._redraw_choice()
+
+    def _undo(self) -> None:
+        if self.view is None or not self.view.undo():
+            self._say("nothing to undo")
+            return
+        self._say("took the last pick back")
+        self._redraw_choice()
+
+    def _redraw_choice(self) -> None:
+        """Everything a candidate choice changes: the overlay video, the frames, the effect and the score plot."""
+        self.plot.value = png_bytes(self.view.plot())
+        self._render()
 
     def _export(self, kind: str) -> None:
         if self.view is None:
@@ -254,7 +350,8 @@ class ReferDinoPanel:
         self._say(f"wrote {path}")
 
     def _set_result_enabled(self, enabled: bool) -> None:
-        for widget in (self.frame, self.heatmap_expression, *self.export_buttons.values()):
+        for widget in (self.frame, self.heatmap_expression, *self.export_buttons.values(), self.pick_button,
+                       self.undo_button, self.effect_button):
             widget.disabled = not enabled
 
     def _guard(self, action) -> None:

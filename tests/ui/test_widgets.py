@@ -1,5 +1,6 @@
 """The notebook panel driven from Python, as a front-end would: clicks and slider values, then what it shows."""
 
+import base64
 import csv
 import datetime
 import io
@@ -155,3 +156,56 @@ def test_from_pretrained_displays_itself(tmp_path):
     bundle = panel._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id
     assert "tiny-random" in panel.header.value and "UNTRAINED" in panel.header.value
+
+
+def test_effects_tab_previews_the_frame_and_renders_the_video(ran, model_calls, tmp_path):
+    from referdino_demo.render.effects import make_effect
+
+    decoded = decode_counts()
+    assert png(ran.effect_image.value).shape == (72, 128, 3)  # blur, the default, of frame 0
+    ran.effect.value = "cutout"
+    assert png(ran.effect_image.value).shape == (72, 128, 4) and ran.target.disabled  # RGBA; no target to choose
+    ran.effect.value, ran.feather.value, ran.frame.value = "fill", 0.0, 2
+    ran.effect_expression.value = "the blue square"
+    ran.target.value = "object"
+    view = ran.view
+    expected = make_effect("fill", target="object", feather=0.0).render_frame(
+        view.frame(2), view.segmentation["the blue square"].mask(2, ran.threshold.value))
+    np.testing.assert_array_equal(png(ran.effect_image.value), expected)
+    ran.effect_button.click()
+    assert ran.effect_video.format == "mp4"
+    file = tmp_path / "effect.mp4"
+    file.write_bytes(ran.effect_video.value)
+    assert probe_video(file).num_frames == FRAMES
+    assert (tmp_path / "out" / "red_ball" / "effect_fill.mp4").is_file()
+    assert model_calls == [] and decode_counts() == decoded and texts(ran, "stderr") == ""
+
+
+def test_picking_a_point_shows_that_candidate_and_undo_takes_it_back(ran):
+    view = ran.view
+    result = view.original["the red ball"]
+    rows, cols = np.nonzero(result.with_candidate(2).mask(1, 0.5) & ~result.mask(1, 0.5))
+    ran.frame.value = 1
+    overlay = ran.overlay_image.value
+    ran.pick_x.value, ran.pick_y.value = int(cols[0]), int(rows[0])
+    ran.pick_button.click()
+    expected = result.candidate_at(1, cols[0], rows[0])
+    assert expected.rank != 0 and view.choice("the red ball") == expected.rank
+    assert expected.message in texts(ran, "stdout") and ran.overlay_image.value != overlay
+    ran.undo_button.click()
+    assert view.choice("the red ball") == 0 and ran.overlay_image.value == overlay
+    ran.undo_button.click()
+    assert "nothing to undo" in texts(ran)
+    ran.threshold.value = 1.0  # no candidate covers any point
+    ran.pick_button.click()
+    assert texts(ran, "stderr").startswith("Error: no kept candidate of 'the red ball' covers (")
+    assert view.choice("the red ball") == 0
+
+
+def test_static_renderers_get_an_html_copy(ran):
+    bundle = ran._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ran.widget.model_id
+    page = bundle["text/html"]
+    assert "ReferDINO" in page and "the red ball" in page
+    image = page.split('src="data:image/png;base64,')[1].split('"')[0]
+    assert png(base64.b64decode(image)).shape[:2] == (72, 128)
