@@ -18,7 +18,7 @@ from .console import OneLineParser, run_reporting_errors
 from .errors import ConfigError
 from .options import (DEFAULT_FRAME_CACHE_MB, DEFAULT_MAX_LONG_SIDE, DEFAULT_QUERY_DECAY, DEFAULT_SHORT_SIDE,
                       QUERY_DECAY_HELP, QUERY_DECAY_LABEL, option_type)
-from .result_view import EFFECT_NAMES, EXPORTS, check_exports, check_feather
+from .result_view import EFFECT_NAMES, EXPORTS, check_exports
 
 DEFAULT_EXPORTS = "png,rle,csv,overlay"
 
@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                           f"again (default {DEFAULT_FRAME_CACHE_MB:g})")
     seg.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: the best available)")
     seg.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    seg.add_argument("--export", default=DEFAULT_EXPORTS, type=_usage_check(parse_exports),
+    seg.add_argument("--export", default=DEFAULT_EXPORTS, type=option_type("export", parse_exports),
                      help=f"comma-separated: {', '.join(f'{kind} ({e.file_name})' for kind, e in EXPORTS.items())}")
-    seg.add_argument("--feather", type=_usage_check(check_feather), metavar="PX",
+    seg.add_argument("--feather", type=option_type("feather"), metavar="PX",
                      help=f"soft edge width in pixels of the effects ({', '.join(EFFECT_NAMES)}) and the cut-out "
                           f"(default: each effect's own)")
     seg.add_argument("--effect-expression", metavar="TEXT_OR_INDEX",
@@ -85,20 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_exports(text: str) -> list[str]:
     return check_exports(name.strip() for name in text.split(",") if name.strip())
-
-
-def _usage_check(check):
-    """An argparse `type=` calling `check`, whose `ConfigError` argparse reports as a usage error (exit 2)."""
-    import argparse
-
-    def parse(text: str):
-        try:
-            return check(text)
-        except ConfigError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-    parse.__name__ = check.__name__
-    return parse
 
 
 def effect_expression(text: str | None, expressions: list[str]) -> str | None:

@@ -69,6 +69,7 @@ OPTIONS: dict[str, OptionRange] = {
     "memory_budget_mb": OptionRange(float, 0, math.inf, low_open=True, what="memory budget per job in MB",
                                     optional=True, keywords=("auto",)),
     "frame_cache_mb": OptionRange(float, 0, math.inf, what="memory for decoded frames kept for rendering in MB"),
+    "feather": OptionRange(float, 0, 10**4, what="soft mask edge width in pixels", optional=True),
 }
 
 
@@ -90,13 +91,16 @@ def check_options(**values) -> dict:
     return {name: check_option(name, value) for name, value in values.items()}
 
 
-def option_type(name: str):
-    """An argparse `type=` for the option: the same check, reported by argparse as a usage error."""
+def option_type(name: str, check=None):
+    """An argparse `type=` for the option (or for any `check(text)` raising `ConfigError`, named `name`): the same
+    check, reported by argparse as a usage error."""
     import argparse
+
+    check = check or (lambda text: check_option(name, text))
 
     def parse(text: str):
         try:
-            return check_option(name, text)
+            return check(text)
         except ConfigError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 

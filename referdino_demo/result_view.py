@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import os
 import shutil
 import threading
@@ -52,11 +51,9 @@ class RenderSettings:
     feather: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("threshold", "multi_target", "opacity"):
+        for name in ("threshold", "multi_target", "opacity", "feather"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else check_option(name, value))
-        if self.feather is not None:
-            object.__setattr__(self, "feather", check_feather(self.feather))
 
     def key(self, names: tuple[str, ...]) -> tuple:
         return tuple(getattr(self, name) for name in names)
@@ -72,17 +69,6 @@ class RenderSettings:
     def feather_option(self) -> dict:
         """`feather=` for an effect or the cut-out export, or nothing for its default."""
         return {} if self.feather is None else {"feather": self.feather}
-
-
-def check_feather(value) -> float:
-    """`value` (a number or numeric text) as a soft edge width in pixels >= 0, else `ConfigError`."""
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-        raise ConfigError(f"feather (soft edge width in pixels) must be a number >= 0, got {value!r}")
-    return number
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def test_user_errors_print_one_line_and_exit_1(video, tmp_path, capsys, args, me
 @pytest.mark.parametrize("args, message", [
     (["--export", "gif"], "argument --export: unknown export gif; choose from png,"),
     (["--export", "png,effect:glow"], "unknown export effect:glow; choose from "),
-    (["--feather", "-2"], "argument --feather: feather (soft edge width in pixels) must be a number >= 0, got '-2'"),
+    (["--feather", "-2"], "argument --feather: feather (soft mask edge width in pixels) must be a number >= 0"),
 ])
 def test_bad_export_kinds_and_feathers_are_usage_errors(video, tmp_path, capsys, args, message):
     out = tmp_path / "out"
