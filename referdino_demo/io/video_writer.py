@@ -34,7 +34,9 @@ from referdino_demo.errors import ConfigError, OutputError
 from referdino_demo.io.video_file import open_container, orientation
 
 DEFAULT_CRF = 23  # x264's default: visually good, small files
-DEFAULT_PRESET = "medium"
+# x264 speed preset: every redraw in the app re-encodes its videos. At 854x480, "veryfast" encoded 5.1 ms a frame
+# against "medium"'s 14.4 (3x), with a file no larger at the same crf on the example clip.
+DEFAULT_PRESET = "veryfast"
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".webm": "webm"}
 
 
