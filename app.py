@@ -6,7 +6,7 @@
 
 Environment: REFERDINO_CHECKPOINT (default checkpoint), REFERDINO_RANDOM_WEIGHTS=1, REFERDINO_MAX_FRAMES,
 REFERDINO_MAX_DURATION_S, REFERDINO_MAX_UPLOAD_MB, REFERDINO_MAX_PIXELS, REFERDINO_MEMORY_BUDGET_MB (0: none),
-REFERDINO_CONCURRENCY, REFERDINO_QUEUE_SIZE, REFERDINO_DEVICE, REFERDINO_VOCAB, REFERDINO_NON_STRICT=1; Gradio's
+REFERDINO_CONCURRENCY, REFERDINO_QUEUE_SIZE, REFERDINO_FRAME_CACHE_MB, REFERDINO_CACHE (example results), REFERDINO_DEVICE, REFERDINO_VOCAB, REFERDINO_NON_STRICT=1; Gradio's
 own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT apply when --host / --port are not given. Importing this file loads no
 model and starts no server.
 """
@@ -58,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="segmentations run at the same time (each holds a model's activations)")
     parser.add_argument("--queue-size", type=int, default=int(env("REFERDINO_QUEUE_SIZE", 32)),
                         help="requests that may wait in the queue; more are refused with 'queue is full'")
+    parser.add_argument("--frame-cache-mb", type=float,
+                        default=float(env("REFERDINO_FRAME_CACHE_MB", DEFAULTS.frame_cache_mb)),
+                        help="decoded frames each result keeps in memory for redrawing (beyond it they are decoded "
+                             "again)")
     parser.add_argument("--device", default=env("REFERDINO_DEVICE"), help="cuda, mps or cpu (default: the best)")
     parser.add_argument("--vocab", default=env("REFERDINO_VOCAB"),
                         help="local bert-base-uncased vocab.txt for offline use (default: the Hugging Face cache)")
@@ -72,7 +76,7 @@ def make_config(args: argparse.Namespace) -> AppConfig:
     return AppConfig(default_checkpoint=checkpoint, extra_checkpoints=(args.checkpoint,), max_frames=args.max_frames,
                      max_duration_s=args.max_duration, max_upload_mb=args.max_upload_mb,
                      concurrency=args.concurrency, examples_dir=ROOT / "examples", max_pixels=args.max_pixels,
-                     memory_budget_mb=args.memory_budget_mb or None)
+                     memory_budget_mb=args.memory_budget_mb or None, frame_cache_mb=args.frame_cache_mb)
 
 
 def main(argv=None) -> None:
@@ -85,7 +89,7 @@ def main(argv=None) -> None:
             registry.get(config.default_checkpoint)
         except ReferDinoError as err:  # the page shows the same message and offers tiny-random
             print(f"app: {err}", file=sys.stderr)
-    demo = build_demo(config, registry)
+    demo = build_demo(config, registry, warm_examples=True)  # example results: computed once, kept on disk
     # Segment runs at most `concurrency` at a time (its own limit); redrawing is cheaper and may overlap.
     # allowed_paths: an example click returns a clip of examples/, which Gradio copies into its cache only from an
     # allowed folder (the working folder is one, but `python /elsewhere/app.py` runs from another); inputs must still

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..hub import DEFAULT_CHECKPOINT, HUB_REPO, RELEASED, TINY_RANDOM
 from ..errors import ConfigError
+from ..example_cache import default_cache_folder
 from ..frame_selection import FrameSelection
 from ..io.video_reader import DEFAULT_MAX_PIXELS
 from ..options import (DEFAULT_FRAME_CACHE_MB, DEFAULT_QUERY_DECAY, DEFAULT_SHORT_SIDE, QUERY_DECAY_HELP,
@@ -123,7 +124,8 @@ class AppConfig:
     max_duration_s: longest clip accepted; max_upload_mb: largest upload (also `launch(max_file_size=)`);
     max_pixels: largest frame (width x height) accepted; memory_budget_mb: largest estimated peak memory of one
     job (`ReferDinoPredictor.estimate_memory_mb`), None for no budget; concurrency: model runs at the same time;
-    frame_cache_mb: decoded frames each result keeps in memory for redrawing (beyond it they are decoded again).
+    frame_cache_mb: decoded frames each result keeps in memory for redrawing (beyond it they are decoded again);
+    example_cache: where the examples' results are kept, one file per checkpoint and settings (`ExampleCache`).
     """
 
     default_checkpoint: str = f"{HUB_REPO}/{DEFAULT_CHECKPOINT}"
@@ -138,6 +140,7 @@ class AppConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     memory_budget_mb: float | None = 8192.0
     frame_cache_mb: float = DEFAULT_FRAME_CACHE_MB
+    example_cache: Path = field(default_factory=lambda: default_cache_folder() / "examples")
 
     @property
     def max_upload_bytes(self) -> int:

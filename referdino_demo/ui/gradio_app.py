@@ -1,15 +1,19 @@
 """The Gradio app: `build_demo(config, registry) -> gr.Blocks`. Layout and short handlers only; the work is in
 `referdino_demo.ui.session` and the package.
 
-API (stable names, for `gradio_client`): `/segment` runs the model; `/rerender` redraws the cached result at a
-threshold, opacity, expression and candidate query; `/inspect_frame` draws one frame; `/downloads` writes the
-export files (what the Downloads tab shows when it is opened; while it stays open they follow the settings). Files
-are written only there: a slider move redraws the videos and the frame, never the exports. Other events are
-private.
+API (stable names, for `gradio_client`; endpoints of their own that return plain data, the page's events are
+private): `/segment` runs the model and returns the overlay and heatmap videos, frame 0's overlay and heatmap
+images (file paths) and a JSON `summary` (`SessionResult.data`); `/rerender` redraws the cached result at a
+threshold, opacity, expression, candidate query and frame (same outputs); `/inspect_frame` draws one frame (two
+images); `/downloads` writes the export files. Each refuses a call before `/segment` with `NO_RESULT`. Files are
+written only there: a slider move redraws the videos and the frame, never the exports.
+On the page a refused input shows its message as a warning and leaves the last result as it was (`_in_page`);
+API calls get the message as an error.
 Anyone can call the API with any values: every handler checks its inputs itself (`config.CONTROLS`, one table) and
 answers a bad one with a message naming the option, the range and the value.
 """
 
+import dataclasses
 import functools
 import gc
 import logging
@@ -18,11 +22,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..hub import TINY_RANDOM
+from ..hub import TINY_RANDOM, TRY_UNTRAINED
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadError, ReferDinoError
 from ..result_view import EXPORTS
 from .config import CONTROLS, DTYPES, AppConfig, RunOptions, check_choice, check_number
-from .session import APP_EXPORTS, Backend, PredictorRegistry, SessionResult, View, as_text, hide_paths, message
+from .session import (APP_EXPORTS, Backend, PredictorRegistry, SessionResult, View, as_text, hide_paths, message,
+                      shorten)
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,25 @@ OUT_OF_MEMORY = ("Out of memory: the server could not finish this job. Lower Max
                  "(Advanced), raise the stride, or segment fewer expressions at once.")
 
 
+# Typing a value into a slider's number box and pressing Enter commits it like leaving the box does: the slider
+# fires `release`, the event that redraws (dragging fires it once, at the end, so nothing is drawn twice).
+ENTER_COMMITS = """() => {
+  document.addEventListener("keydown", (event) => {
+    const box = event.target;
+    if (event.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
+        && box.closest("#threshold, #opacity, #frame")) {
+      box.blur();
+    }
+  });
+}"""
+
+
+def _without_advice(err: BaseException) -> str:
+    """A checkpoint error's message without the package's general advice (`hub.TRY_UNTRAINED`): the app gives its
+    own (`TRY_TINY`: choose tiny-random in the menu), so that the advice is given once."""
+    return message(str(err).replace(TRY_UNTRAINED, "").rstrip())
+
+
 def _user_errors(handler):
     """Errors a user can cause become a `gr.Error` with the package's message; anything else is logged."""
 
@@ -50,7 +74,7 @@ def _user_errors(handler):
         except gr.Error:
             raise
         except (CheckpointNotFoundError, CheckpointMismatchError, ModelLoadError) as err:
-            raise gr.Error(message(err) + TRY_TINY, print_exception=False) from None
+            raise gr.Error(_without_advice(err) + TRY_TINY, print_exception=False) from None
         except ReferDinoError as err:
             raise gr.Error(message(err), print_exception=False) from None
         except Exception as err:
@@ -66,6 +90,25 @@ def _user_errors(handler):
         raise gr.Error(OUT_OF_MEMORY, print_exception=False)
 
     return wrapper
+
+
+def _in_page(outputs: int):
+    """The page's version of a handler: a refused call (`gr.Error`) shows its message as a warning and leaves every
+    one of its `outputs` as it was (`gr.skip()`), instead of Gradio's error badge on each output until the next run.
+    The API endpoints raise instead, so that a client gets an error."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        def wrapper(*args, **kwargs):
+            try:
+                return handler(*args, **kwargs)
+            except gr.Error as err:
+                gr.Warning(str(err.message))
+                return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+
+        return wrapper
+
+    return decorate
 
 
 def _require(state) -> SessionResult:
@@ -116,47 +159,109 @@ def _rendered_outputs(result, rendered) -> tuple:
             result.summary())
 
 
+def _api_outputs(result: SessionResult, rendered, view: View) -> tuple:
+    """Values for the API's: overlay video, heatmap video, frame overlay, frame heatmap (file paths), summary."""
+    return (str(rendered.overlay_video), str(rendered.heatmap_video), *(str(p) for p in rendered.frame_files),
+            result.data(dataclasses.replace(view, expression=rendered.expression)))
+
+
 class _Handlers:
     def __init__(self, backend: Backend):
         self.backend = backend
 
-    @_user_errors
-    def segment(self, video, expressions, checkpoint, query_decay, num_candidates, threshold, opacity, stride,
-                max_frames, short_side, dtype, state, request: gr.Request, progress=gr.Progress()):
+    def _options(self, checkpoint, query_decay, num_candidates, stride, max_frames, short_side, dtype) -> RunOptions:
         config = self.backend.config
         numbers = dict(query_decay=query_decay, num_candidates=num_candidates, stride=stride, max_frames=max_frames,
                        short_side=short_side)
-        options = RunOptions(config.checkpoint_for(checkpoint), check_choice("dtype", "Precision", dtype, list(DTYPES)),
-                             **{name: config.check_number(name, value) for name, value in numbers.items()})
+        return RunOptions(config.checkpoint_for(checkpoint), check_choice("dtype", "Precision", dtype, list(DTYPES)),
+                          **{name: config.check_number(name, value) for name, value in numbers.items()})
+
+    def _segment(self, video, expressions, checkpoint, query_decay, num_candidates, threshold, opacity, stride,
+                 max_frames, short_side, dtype, state, request, progress, example: bool = False):
+        """The new result and its first drawing (the previous result closed), for the page and the API."""
+        options = self._options(checkpoint, query_decay, num_candidates, stride, max_frames, short_side, dtype)
         view = View(check_number("threshold", threshold), check_number("opacity", opacity))
-        result, rendered = self.backend.segment_and_render(_video_path(video), expressions, options, view,
-                                                           getattr(request, "session_hash", None), progress,
-                                                           _client_connected())
+        run = self.backend.example if example else self.backend.segment_and_render
+        result, rendered = run(_video_path(video), expressions, options, view, getattr(request, "session_hash", None),
+                               progress, _client_connected())
         for note in result.segmentation.notes:
             gr.Warning(message(note))
         if state is not None:
             state.close()
-        names = result.segmentation.expressions
-        return (result, *_rendered_outputs(result, rendered), gr.update(choices=names, value=names[0]),
+        return result, rendered, view
+
+    def _page_outputs(self, result: SessionResult, rendered) -> tuple:
+        """Values for: state, the rendered outputs, expression menu, frame slider, stale note."""
+        return (result, *_rendered_outputs(result, rendered),
+                gr.update(choices=result.expression_choices(), value=result.segmentation.expressions[0]),
                 gr.update(maximum=max(result.segmentation.num_frames - 1, 1), value=0), "")
 
+    @_in_page(11)
     @_user_errors
-    def rerender(self, state, threshold, opacity, expression, candidate, frame):
+    def segment(self, video, expressions, checkpoint, query_decay, num_candidates, threshold, opacity, stride,
+                max_frames, short_side, dtype, state, request: gr.Request, progress=gr.Progress()):
+        result, rendered, _ = self._segment(video, expressions, checkpoint, query_decay, num_candidates, threshold,
+                                            opacity, stride, max_frames, short_side, dtype, state, request, progress)
+        return self._page_outputs(result, rendered)
+
+    @_user_errors
+    def segment_api(self, video, expressions, checkpoint, query_decay, num_candidates, threshold, opacity, stride,
+                    max_frames, short_side, dtype, state, request: gr.Request, progress=gr.Progress()):
+        result, rendered, view = self._segment(video, expressions, checkpoint, query_decay, num_candidates,
+                                               threshold, opacity, stride, max_frames, short_side, dtype, state,
+                                               request, progress)
+        return (result, *_api_outputs(result, rendered, view))
+
+    @_in_page(13)
+    @_user_errors
+    def example(self, index, checkpoint, query_decay, num_candidates, threshold, opacity, stride, max_frames,
+                short_side, dtype, state, request: gr.Request, progress=gr.Progress()):
+        """An example clicked: its clip and expressions in the inputs, and its result, from the example cache when
+        it was computed before (`Backend.example`)."""
+        examples = self.backend.config.examples()
+        video, text = examples[check_number("example", index, high=len(examples) - 1)]
+        result, rendered, _ = self._segment(video, text, checkpoint, query_decay, num_candidates, threshold, opacity,
+                                            stride, max_frames, short_side, dtype, state, request, progress,
+                                            example=True)
+        return (video, text, *self._page_outputs(result, rendered))
+
+    def _rerender(self, state, threshold, opacity, expression, candidate, frame):
         result = _require(state)
         view = _view(result, threshold, opacity, expression, frame)
-        if candidate is not None:  # None: keep the expression's candidate
+        if candidate is not None and candidate != "":  # None: keep the expression's candidate
             ranks = len(result.segmentation[view.expression].candidates)
             result.choose(view.expression, check_number("candidate", candidate, high=ranks - 1))
-        return _rendered_outputs(result, result.render(view))
+        return result, result.render(view), view
+
+    @_in_page(7)
+    @_user_errors
+    def rerender(self, state, threshold, opacity, expression, candidate, frame):
+        result, rendered, _ = self._rerender(state, threshold, opacity, expression, candidate, frame)
+        return _rendered_outputs(result, rendered)
+
+    @_user_errors
+    def rerender_api(self, state, threshold, opacity, expression, candidate, frame):
+        return _api_outputs(*self._rerender(state, threshold, opacity, expression, candidate, frame))
 
     def show_expression(self, state, threshold, opacity, expression, frame):
         return self.rerender(state, threshold, opacity, expression, None, frame)
 
     @_user_errors
-    def inspect_frame(self, state, frame, threshold, opacity, expression):
+    def inspect_frame_api(self, state, frame, threshold, opacity, expression):
         result = _require(state)
         return tuple(str(p) for p in result.inspect(_view(result, threshold, opacity, expression, frame)))
 
+    @_in_page(2)
+    def inspect_frame(self, state, frame, threshold, opacity, expression):
+        return self.inspect_frame_api(state, frame, threshold, opacity, expression)
+
+    @_user_errors
+    def downloads_api(self, state, threshold, opacity, expression):
+        """The export files at these settings."""
+        result = _require(state)
+        return [str(p) for p in result.downloads(_view(result, threshold, opacity, expression, 0))]
+
+    @_in_page(2)
     @_user_errors
     def downloads(self, state, threshold, opacity, expression):
         """The Downloads tab opened (or an API call): its files at these settings (none before a result), and the
@@ -176,7 +281,7 @@ class _Handlers:
         except Exception as err:
             if not isinstance(err, ReferDinoError):
                 log.exception("loading %s failed", checkpoint)
-            return f"⚠️ **Could not load the checkpoint.** {message(err)}\n\n**{TRY_TINY.strip()}**"
+            return f"⚠️ **Could not load the checkpoint.** {_without_advice(err)}\n\n**{TRY_TINY.strip()}**"
         status = f"**Model:** {as_text(hide_paths(predictor.describe()))}"
         if predictor.untrained:
             status = f"⚠️ **Untrained random weights** (development mode): masks are random. {status}"
@@ -186,11 +291,15 @@ class _Handlers:
     def mark_stale(state):
         return "" if state is None else STALE
 
-    @_user_errors
-    def load_example(self, index):
-        examples = self.backend.config.examples()
-        video, expressions = examples[check_number("example", index, high=len(examples) - 1)]
-        return video, expressions
+    def warm_examples(self) -> None:
+        """Compute the examples' results for the default checkpoint and settings, so that a click shows them at
+        once (for a start-up thread)."""
+        config = self.backend.config
+        options = RunOptions(config.checkpoint_for(config.checkpoint_choice(config.default_checkpoint)),
+                             query_decay=CONTROLS["query_decay"].default,
+                             num_candidates=int(CONTROLS["num_candidates"].default), max_frames=config.max_frames,
+                             short_side=config.short_side)
+        self.backend.warm_examples(options)
 
     def end_session(self, request: gr.Request):
         self.backend.workspace.remove(getattr(request, "session_hash", None))
@@ -212,15 +321,30 @@ def default_workspace(config: AppConfig) -> Workspace:
     return Workspace(parent=get_upload_folder(), served=True)
 
 
+def _example_samples(config: AppConfig) -> list[list[str]]:
+    """The examples table's rows: the clip's name (never the server's path: the page's config is public) and its
+    expressions one per line (HTML, each cut to `SHORT` characters)."""
+    import html
+
+    return [[Path(video).name, "<br>".join(html.escape(shorten(line)) for line in text.splitlines())]
+            for video, text in config.examples()]
+
+
 def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | None = None,
-               workspace: Workspace | None = None) -> gr.Blocks:
+               workspace: Workspace | None = None, warm_examples: bool = False) -> gr.Blocks:
     """The app's page. Nothing is loaded here: predictors load on first use (page load or Segment).
 
     registry: shared predictors (default: a new one); workspace: where per-session files go (default: a new folder
-    inside Gradio's upload folder, served from there, removed at exit)."""
+    inside Gradio's upload folder, served from there, removed at exit); warm_examples: compute the examples' results
+    for the default checkpoint in a background thread now (`config.example_cache` keeps them), instead of on the
+    first click."""
     config = config or AppConfig()
     workspace = workspace or default_workspace(config)
     handlers = _Handlers(Backend(config, registry or PredictorRegistry(), workspace))
+    if warm_examples and config.examples():
+        import threading
+
+        threading.Thread(target=handlers.warm_examples, name="warm-examples", daemon=True).start()
     # Every 30 minutes Gradio deletes the uploads and served files older than an hour: the only deletion of uploads,
     # which users may share (see workspace.py); a session's own results go when it ends.
     with gr.Blocks(title="ReferDINO video segmentation", delete_cache=(1800, 3600)) as demo:
@@ -243,17 +367,16 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
                     short_side = _slider("short_side", value=config.short_side)
                     dtype = gr.Dropdown(list(DTYPES), value="auto", label="Precision")
                 run = gr.Button("Segment", variant="primary", elem_id="segment-button")
-                if config.examples():  # names only: the page's config is public (gr.Examples would list server paths)
-                    examples = gr.Dataset(components=["textbox", "textbox"], headers=["Video", "Expressions"],
-                                          samples=[[Path(v).name, text] for v, text in config.examples()],
-                                          label="Examples (synthetic clips)", type="index")
-                    examples.click(handlers.load_example, examples, [video, expressions], api_visibility="private",
-                                   show_progress="hidden", preprocess=False)
+                # names only: the page's config is public (gr.Examples would list server paths); HTML samples show
+                # the expressions one per line
+                examples = gr.Dataset(components=["textbox", "html"], headers=["Video", "Expressions"],
+                                      samples=_example_samples(config), label="Examples (synthetic clips)", type="index",
+                                      elem_id="examples", visible=bool(config.examples()))
             with gr.Column(scale=7):
                 stale = gr.Markdown(elem_id="stale")
                 with gr.Row():
                     threshold = _slider("threshold", elem_id="threshold")
-                    opacity = _slider("opacity")
+                    opacity = _slider("opacity", elem_id="opacity")
                 with gr.Row():
                     expression = gr.Dropdown([], label="Expression (heatmap, candidates)", interactive=True)
                     candidate = gr.Dropdown([], label="Candidate query", interactive=True)
@@ -274,31 +397,56 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
                                             file_count="multiple", interactive=False, elem_id="downloads")
                 plot = gr.Plot(label="Score per frame", format="png", elem_id="score-plot")
                 info = gr.Markdown(elem_id="result-info")
+        # The API's own inputs and outputs (never shown): plain values, named by their labels
+        with gr.Group(visible=False):
+            api_expression = gr.Textbox("", label="expression")  # empty: the first expression
+            api_candidate = gr.Number(None, label="candidate", precision=0)
+            api_files = [gr.File(label=label) for label in ("overlay_video", "heatmap_video", "frame_overlay",
+                                                            "frame_heatmap")]
+            api_summary = gr.JSON(label="summary")
+            api_downloads = gr.File(label="downloads", file_count="multiple")
+            api_segment, api_rerender, api_inspect, api_exports = (gr.Button(visible=False) for _ in range(4))
 
         rendered = [overlay, heatmap, plot, candidate, frame_overlay, frame_heatmap, info]
         view = [threshold, opacity, expression]
+        run_settings = [checkpoint, query_decay, num_candidates, *view[:2], stride, max_frames, short_side, dtype]
+        page_outputs = [state, *rendered, expression, frame, stale]
         refresh = dict(fn=handlers.refresh_downloads, inputs=[state, *view, downloads_open], outputs=downloads,
                        api_visibility="private", show_progress="minimal", preprocess=False)
         # preprocess=False: the values reach the handlers as sent, and the handlers check them (Gradio's own checks
         # would answer an HTTP client with Gradio's generic messages). Gradio still checks that a video is an upload.
-        run.click(handlers.segment,
-                  [video, expressions, checkpoint, query_decay, num_candidates, *view[:2], stride, max_frames,
-                   short_side, dtype, state],
-                  [state, *rendered, expression, frame, stale], api_name="segment", concurrency_id="model",
-                  concurrency_limit=config.concurrency, preprocess=False).success(**refresh)
+        model = dict(concurrency_id="model", concurrency_limit=config.concurrency, preprocess=False)
+        run.click(handlers.segment, [video, expressions, *run_settings, state], page_outputs,
+                  api_name="page_segment", api_visibility="private", **model).success(**refresh)
+        examples.click(handlers.example, [examples, *run_settings, state], [video, expressions, *page_outputs],
+                       api_visibility="private", **model).success(**refresh)
         gr.on([threshold.release, opacity.release, candidate.input], handlers.rerender,
-              [state, *view, candidate, frame], rendered, api_name="rerender", trigger_mode="always_last",
+              [state, *view, candidate, frame], rendered, api_name="page_rerender", api_visibility="private",
+              trigger_mode="always_last",
               preprocess=False).success(**refresh)
         expression.input(handlers.show_expression, [state, *view, frame], rendered, api_visibility="private",
                          trigger_mode="always_last", preprocess=False).success(**refresh)
-        downloads_tab.select(handlers.downloads, [state, *view], [downloads, downloads_open], api_name="downloads",
-                             preprocess=False)
+        downloads_tab.select(handlers.downloads, [state, *view], [downloads, downloads_open],
+                             api_name="page_downloads", api_visibility="private", preprocess=False)
         gr.on([overlay_tab.select, heatmap_tab.select, inspect_tab.select], lambda: False, None, downloads_open,
               api_visibility="private", queue=False, show_progress="hidden")
         frame.release(handlers.inspect_frame, [state, frame, *view], [frame_overlay, frame_heatmap],
-                      api_name="inspect_frame", trigger_mode="always_last", show_progress="minimal", preprocess=False)
+                      api_name="page_inspect_frame", api_visibility="private", trigger_mode="always_last", show_progress="minimal",
+                      preprocess=False)
+        # the API
+        api_view = [threshold, opacity, api_expression]
+        api_segment.click(handlers.segment_api, [video, expressions, *run_settings, state],
+                          [state, *api_files, api_summary], api_name="segment", **model)
+        api_rerender.click(handlers.rerender_api, [state, *api_view, api_candidate, frame], [*api_files, api_summary],
+                           api_name="rerender", preprocess=False)
+        api_inspect.click(handlers.inspect_frame_api, [state, frame, *api_view], api_files[2:],
+                          api_name="inspect_frame", preprocess=False)
+        api_exports.click(handlers.downloads_api, [state, *api_view], api_downloads, api_name="downloads",
+                          preprocess=False)
+
         gr.on([demo.load, checkpoint.change], handlers.load_model, checkpoint, model_status,
               api_visibility="private", show_progress="minimal", preprocess=False)
+        demo.load(None, js=ENTER_COMMITS, api_visibility="private")
         gr.on([c.change for c in (video, expressions, checkpoint, query_decay, num_candidates, stride, max_frames,
                                   short_side, dtype)],
               handlers.mark_stale, state, stale, api_visibility="private", queue=False, show_progress="hidden")

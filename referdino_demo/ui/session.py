@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import (ExpressionError, InputLimitError, JobCancelledError, MemoryBudgetError, ModelLoadError,
                       ReferDinoError, VideoReadError, one_line)
+from ..example_cache import ExampleCache
 from ..frame_selection import FrameSelection
 from ..io.video_reader import VideoFrames
 from ..result_view import RenderSettings, ResultView
@@ -121,10 +122,30 @@ def hide_paths(text: str) -> str:
     return _FOLDERS.sub("", text)
 
 
+SHORT = 80  # characters of a user text shown in a label, a menu or a table; the rest is on hover and in the downloads
+TOAST = 600  # characters of a message shown in a toast
+
+
+def shorten(text: str, limit: int = SHORT) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis when longer: the one rule for every long text
+    the page shows (expression menus, candidate labels, the summary table, toasts)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def as_short_text(text: str, limit: int = SHORT) -> str:
+    """`as_text` of `shorten(text)`; when cut, the full text is the hover title."""
+    short = shorten(text, limit)
+    if short == " ".join(str(text).split()):
+        return as_text(text)
+    return f'<span title="{html.escape(" ".join(str(text).split()), quote=True)}">{as_text(short)}</span>'
+
+
 def message(err: BaseException | str) -> str:
-    """An error message for an HTML toast: server paths cut to file names (`hide_paths`), tags shown as text. The
-    last defence: messages should name files already, but one path in any message would show the server's layout."""
-    return html.escape(hide_paths(str(err)), quote=False)
+    """An error message for an HTML toast: server paths cut to file names (`hide_paths`), tags shown as text, at
+    most `TOAST` characters. The last defence: messages should name files already, but one path in any message
+    would show the server's layout."""
+    return html.escape(shorten(hide_paths(str(err)), TOAST), quote=False)
 
 
 # -- running the model ----------------------------------------------------------------------------------
@@ -142,6 +163,7 @@ class Backend:
         # At most `concurrency` model runs at once, whatever the caller: Gradio's queue keeps the same limit, but a
         # run whose request was cancelled keeps its thread until it returns.
         self._slots = threading.BoundedSemaphore(max(1, config.concurrency))
+        self.examples = ExampleCache(config.example_cache)
 
     def prepare(self, video: str | None, text: str | None,
                 options: RunOptions) -> tuple[list[str], FrameSelection, VideoFrames]:
@@ -206,8 +228,31 @@ class Backend:
             log.info("the client left during a job; stopped it and deleted its files")
             raise JobCancelledError(SESSION_ENDED)
 
-    def _segment(self, video, text, options: RunOptions, job: Job, progress: Callable | None) -> "SessionResult":
+    def _segment(self, video, text, options: RunOptions, job: Job, progress: Callable | None,
+                 cache: bool = False) -> "SessionResult":
+        """The result of one request; `cache`: an example, taken from `examples` when computed before (else
+        computed and kept there)."""
         expressions, selection, frames = self.prepare(video, text, options)
+
+        def compute() -> VideoSegmentation:
+            return self._compute(video, expressions, selection, frames, options, job, progress)
+
+        if cache:
+            segmentation = self.examples.get(options.checkpoint, video, expressions, _cache_key(options, selection),
+                                             compute)
+        else:
+            segmentation = compute()
+        # source: what exports record, the upload's name (never its folder); frames: decoded again for drawing when
+        # the model ran elsewhere or the result came from the example cache
+        kept = segmentation.frames
+        segmentation = dataclasses.replace(segmentation, frames=frames if kept is None else kept,
+                                           source=Path(video).name)
+        view = ResultView(segmentation, self.workspace.new_folder(job.session, job), versioned=True,
+                          frame_cache_mb=self.config.frame_cache_mb)
+        return SessionResult(view, video=video)
+
+    def _compute(self, video, expressions: list[str], selection: FrameSelection, frames: VideoFrames,
+                 options: RunOptions, job: Job, progress: Callable | None) -> VideoSegmentation:
         self.registry.get(options.checkpoint, options.dtype)  # download/load outside any GPU time
         settings = options.model_settings(self.config)
         source = (frames, None) if self._in_process else (str(video), selection)
@@ -216,16 +261,34 @@ class Backend:
         with self._slots:
             if job.stopped:
                 raise JobCancelledError(SESSION_ENDED)
-            segmentation = self._run(options.checkpoint, options.dtype, *source, expressions, settings, len(frames),
-                                     progress, job.id)
-        # source: what exports record, the upload's name (never its folder); frames: decoded again for drawing when
-        # the model ran elsewhere
-        kept = segmentation.frames
-        segmentation = dataclasses.replace(segmentation, frames=frames if kept is None else kept,
-                                           source=Path(video).name)
-        view = ResultView(segmentation, self.workspace.new_folder(job.session, job), versioned=True,
-                          frame_cache_mb=self.config.frame_cache_mb)
-        return SessionResult(view, video=video)
+            return self._run(options.checkpoint, options.dtype, *source, expressions, settings, len(frames), progress,
+                             job.id)
+
+    def example(self, video: str, text: str, options: RunOptions, view: "View", session: str | None = None,
+                progress: Callable | None = None,
+                connected: Callable[[], bool] | None = None) -> tuple["SessionResult", "Rendered"]:
+        """`segment_and_render` for an example clip: its result comes from the example cache when it was computed
+        before with this checkpoint and these settings (no model run), else the model runs once and it is kept."""
+        with self.job(session, connected) as job:
+            result = self._segment(video, text, options, job, progress, cache=True)
+            return result, result.render(view)
+
+    def cached_example(self, video: str, text: str, options: RunOptions) -> bool:
+        """Whether the example's result is in the cache already."""
+        expressions, selection, _ = self.prepare(video, text, options)
+        return self.examples.path(options.checkpoint, video, expressions, _cache_key(options, selection)).is_file()
+
+    def warm_examples(self, options: RunOptions) -> None:
+        """Compute the examples' results missing from the cache (one at a time, for a start-up thread); a failure
+        is logged, and that example is computed on first use instead."""
+        for video, text in self.config.examples():
+            try:
+                expressions, selection, frames = self.prepare(video, text, options)
+                with self.job(None) as job:
+                    self.examples.get(options.checkpoint, video, expressions, _cache_key(options, selection),
+                                      lambda: self._compute(video, expressions, selection, frames, options, job, None))
+            except Exception as err:  # noqa: BLE001 - a background warm-up must not stop the app
+                log.warning("could not compute the example %s in advance: %s", Path(video).name, err)
 
     def _run_model(self, checkpoint: str, dtype: str, video, selection: FrameSelection | None,
                    expressions: list[str], settings: dict, num_frames: int, progress: Callable | None,
@@ -249,6 +312,12 @@ class Backend:
     def _gpu_duration(checkpoint, dtype, video, selection, expressions, settings, num_frames, progress,
                       job_id="") -> int:
         return gpu_seconds(num_frames, len(expressions))
+
+
+def _cache_key(options: RunOptions, selection: FrameSelection) -> dict:
+    """What an example's result depends on besides the checkpoint, clip and expressions."""
+    return dict(dtype=options.dtype, query_decay=float(options.query_decay), num_candidates=int(options.num_candidates),
+                short_side=int(options.short_side), stride=int(selection.stride), max_frames=selection.max_frames)
 
 
 # -- one user's result ------------------------------------------------------------------------------------
@@ -311,6 +380,30 @@ class SessionResult:
             labels.append((label + (" (official choice)" if rank == 0 else ""), rank))
         return labels
 
+    def expression_choices(self) -> list[tuple[str, str]]:
+        """(label, expression) pairs for the expression menu: labels cut to `SHORT` characters."""
+        return [(shorten(name), name) for name in self.segmentation.expressions]
+
+    def data(self, view: View) -> dict:
+        """The result as plain data for API clients: what was processed, each expression's shown candidate and its
+        candidates (full texts), the view drawn and the page's summary text (`summary`)."""
+        seg = self.view.segmentation
+        height, width = seg.frame_size
+        expressions = []
+        for result in seg:
+            original = self.segmentation[result.expression]
+            expressions.append(dict(
+                expression=result.expression, query=int(result.query), candidate=self.view.choice(result.expression),
+                mean_score=float(result.mean_scores[result.query]),
+                candidates=[dict(rank=rank, query=int(query), mean_score=float(original.mean_scores[query]))
+                            for rank, query in enumerate(original.candidates)]))
+        return dict(source=seg.source, checkpoint=hide_paths(seg.checkpoint), untrained=bool(seg.untrained),
+                    num_frames=seg.num_frames, width=width, height=height, fps=float(seg.fps),
+                    seconds=float(seg.timings.get("total_s", 0.0)), notes=[hide_paths(n) for n in seg.notes],
+                    view=dict(threshold=view.threshold, opacity=view.opacity,
+                              expression=self.expression(view.expression), frame=int(view.frame)),
+                    expressions=expressions, text=self.summary())
+
     def render(self, view: View) -> Rendered:
         """The videos, the frame images and the plot at `view` (each drawn again only if its settings changed)."""
         self._check_source()
@@ -343,10 +436,10 @@ class SessionResult:
         seconds = seg.timings.get("total_s", 0.0)
         lines.append(f"**{seg.num_frames} frames** ({width}×{height}, {seg.fps:.3g} fps) segmented in {seconds:.1f} s "
                      f"with {as_text(hide_paths(seg.checkpoint))}.")
-        lines += [f"- note: {as_text(hide_paths(note))}" for note in seg.notes]
+        lines += [f"- note: {as_short_text(hide_paths(note), TOAST)}" for note in seg.notes]
         lines.append("\n| | expression | query | mean score |\n|---|---|---|---|")
         for index, result in enumerate(seg):
-            lines.append(f"| {_swatch(index)} | {as_text(result.expression)} | {result.query} | "
+            lines.append(f"| {_swatch(index)} | {as_short_text(result.expression)} | {result.query} | "
                          f"{result.mean_scores[result.query]:.3f} |")
         return "\n".join(lines)
 

@@ -59,8 +59,13 @@ def leftover_files(folder: Path) -> list[Path]:
     return sorted(Path(root) / name for root, _, files in os.walk(folder) for name in files)
 
 
-SEGMENT_OUTPUTS = ("overlay", "heatmap", "plot", "candidate", "frame_overlay", "frame_heatmap", "info", "expression",
-                   "frame", "stale")
+SEGMENT_OUTPUTS = ("overlay", "heatmap", "frame_overlay", "frame_heatmap", "summary")
+
+
+def outputs(values) -> dict:
+    """/segment's or /rerender's outputs by name, with the summary's page text as "info"."""
+    named = dict(zip(SEGMENT_OUTPUTS, values))
+    return {**named, "info": named["summary"]["text"]}
 
 
 def segment(client, video, expressions, **kwargs) -> dict:
@@ -68,8 +73,7 @@ def segment(client, video, expressions, **kwargs) -> dict:
     from gradio_client import handle_file
 
     video = None if video is None else handle_file(str(video))
-    return dict(zip(SEGMENT_OUTPUTS, client.predict(video=video, expressions=expressions, api_name="/segment",
-                                                    **kwargs)))
+    return outputs(client.predict(video=video, expressions=expressions, api_name="/segment", **kwargs))
 
 
 def downloads(client, expression: str | None = None, threshold: float = 0.5) -> dict[str, Path]:

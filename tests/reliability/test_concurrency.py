@@ -18,7 +18,7 @@ from referdino_demo.ui.config import AppConfig
 from referdino_demo.ui.session import PredictorRegistry
 
 from .corpus import SHORT_SIDE, encode
-from .harness import App, downloads, leftover_files, segment
+from .harness import App, downloads, leftover_files, outputs, segment
 
 pytestmark = pytest.mark.slow
 
@@ -72,15 +72,14 @@ def test_eight_simultaneous_users_are_isolated_limited_bounded_and_leave_nothing
             latency = time.perf_counter() - started
             assert f"**{frames} frames** ({width}×48" in out["info"] and expression in out["info"]
             assert not any(f"object number {j} " in out["info"] for j in range(USERS) if j != i)
-            assert [c[0] for c in out["expression"]["choices"]] == [expression]
+            assert [e["expression"] for e in out["summary"]["expressions"]] == [expression]
             probe = probe_video(out["overlay"])
             assert (probe.num_frames, probe.width) == (frames, width)
             assert Image.open(out["frame_overlay"]).size == (width, 48)
             rle = json.loads(downloads(client, expression)["masks_rle.json"].read_text("utf-8"))
             assert [e["expression"] for e in rle["expressions"]] == [expression]
-            again = dict(zip(("overlay", "heatmap", "plot", "candidate", "frame_overlay", "frame_heatmap", "info"),
-                             client.predict(threshold=0.3, opacity=0.5, expression=expression, candidate=1, frame=0,
-                                            api_name="/rerender")))
+            again = outputs(client.predict(threshold=0.3, opacity=0.5, expression=expression, candidate=1, frame=0,
+                                           api_name="/rerender"))
             assert expression in again["info"] and probe_video(again["overlay"]).width == width
             return latency
         finally:

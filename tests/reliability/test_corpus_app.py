@@ -40,7 +40,7 @@ def runs(app, client) -> list[Path]:
 def assert_result(client, out, frames: int, size: tuple[int, int]):
     height, width = size
     assert f"**{frames} frames** ({width}×{height}" in out["info"]
-    assert out["frame"]["maximum"] == max(frames - 1, 1)
+    assert out["summary"]["num_frames"] == frames
     probe = probe_video(out["overlay"])
     assert probe.num_frames == frames and (probe.height, probe.width) == (height + height % 2, width + width % 2)
     assert Image.open(out["frame_overlay"]).size == (width, height)
@@ -114,8 +114,8 @@ def test_markup_in_an_error_message_is_escaped(client, videos):
 def test_long_other_script_and_markup_expressions_succeed_and_are_shown_as_text(client, videos):
     out = segment(client, videos["small"], "\n".join([THOUSAND_WORDS, SCRIPTS, MARKUP]))
     assert_result(client, out, 2, (48, 64))
-    assert [c[0] for c in out["expression"]["choices"]] == [THOUSAND_WORDS[:MAX_EXPRESSION_CHARS], SCRIPTS,
-                                                           MARKUP]  # dropdowns: text
+    assert [e["expression"] for e in out["summary"]["expressions"]] == [THOUSAND_WORDS[:MAX_EXPRESSION_CHARS],
+                                                                        SCRIPTS, MARKUP]  # full texts
     assert "note: expression cut to 256 tokens" in out["info"]
     assert "красная машина" in out["info"] and "赤い車" in out["info"] and "🐶" in out["info"]
     assert "&lt;script&gt;" in out["info"] and "<script>" not in out["info"] and "<img" not in out["info"]

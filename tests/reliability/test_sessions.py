@@ -50,7 +50,7 @@ def test_a_session_that_ends_never_deletes_an_upload_another_session_needs(gradi
         segment(second, videos["small"], "the box")  # one more user of it
         again = second.predict(threshold=0.3, opacity=0.5, expression="the box", candidate=1, frame=1,
                                api_name="/rerender")
-        assert "the box" in again[6]  # the info, after the overlay, heatmap, plot, candidate and frame images
+        assert again[4]["view"]["expression"] == "the box"  # the summary, after the videos and frame images
         second.close()
         assert wait_until(lambda: not app.workspace.folder(second.session_hash).exists())
         assert Path(waiting["path"]).is_file()
@@ -61,11 +61,11 @@ def test_a_session_that_ends_never_deletes_an_upload_another_session_needs(gradi
 
 
 @pytest.fixture(scope="module")
-def app_with_files(gradio_dir, checkpoints):
+def app_with_files(gradio_dir, checkpoints, tmp_path_factory):
     """Examples, and local checkpoint files of the server in the menu."""
     config = AppConfig(default_checkpoint=str(checkpoints["truncated"]), short_side=SHORT_SIDE, max_frames=8,
                        extra_checkpoints=(str(checkpoints["mismatched_config"]), str(checkpoints["missing"])),
-                       examples_dir=REPO / "examples")
+                       examples_dir=REPO / "examples", example_cache=tmp_path_factory.mktemp("example-cache"))
     app = App(config, PredictorRegistry(), gradio_dir)
     yield app
     app.close()
@@ -89,13 +89,18 @@ def test_the_page_config_names_files_only(app_with_files, gradio_dir, checkpoint
 
 
 def test_clicking_an_example_loads_its_video_and_expressions(app_with_files):
-    """The page's own call (the examples' event is private): the video comes back as a file the page can send."""
+    """The page's own call (the examples' event is private): the video comes back as a file the page can send,
+    with the example's result (computed once, then kept in the example cache)."""
     app = app_with_files
-    index = raw_api.fn_index(app.demo, "load_example")
-    raw_api.queue_join(app.url, index, [0], "example-click")
+    index = raw_api.fn_index(app.demo, "example")
+    # example index, then the page's run settings: checkpoint, query_decay, num_candidates, threshold, opacity,
+    # stride, max_frames, short_side, dtype, and the state
+    raw_api.queue_join(app.url, index, [0, "tiny-random", 0.5, 5, 0.5, 0.5, 1, 8, SHORT_SIDE, "auto", None],
+                       "example-click")
     message = raw_api.queue_result(app.url, "example-click")
     assert message["success"], message
-    video, expressions = message["output"]["data"]
+    video, expressions = message["output"]["data"][:2]
+    assert len(list(app.config.example_cache.glob("*.npz"))) == 1
     assert Path(video["path"]).read_bytes() == (REPO / "examples" / "red_ball.mp4").read_bytes()
     assert expressions == app.config.examples()[0][1]
     event, data = raw_api.call(app.url, "segment", raw_api.segment_data(

@@ -19,8 +19,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from referdino_demo.ui.gradio_app import build_demo
-from referdino_demo.ui.config import AppConfig
-from referdino_demo.ui.session import PredictorRegistry
+from referdino_demo.ui.config import CONTROLS, AppConfig, RunOptions
+from referdino_demo.ui.session import Backend, PredictorRegistry
 from referdino_demo.ui.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,9 +73,28 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def url(workspace):
-    config = AppConfig(default_checkpoint="tiny-random", short_side=128, examples_dir=REPO / "examples")
-    demo = build_demo(config, PredictorRegistry(), workspace)
+def registry():
+    return PredictorRegistry()
+
+
+@pytest.fixture(scope="module")
+def model_runs(registry):
+    """Forward calls of the tiny model's backbone (one per chunk of a run)."""
+    runs = []
+    registry.get("tiny-random").model.backbone.register_forward_pre_hook(lambda *_: runs.append(1))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def url(workspace, registry, model_runs, tmp_path_factory):
+    config = AppConfig(default_checkpoint="tiny-random", short_side=128, examples_dir=REPO / "examples",
+                       example_cache=tmp_path_factory.mktemp("example-cache"))
+    # the examples' results computed before the page opens, with the page's default settings (what app.py's
+    # start-up thread does)
+    Backend(config, registry, Workspace(tmp_path_factory.mktemp("warm"))).warm_examples(RunOptions(
+        "tiny-random", query_decay=CONTROLS["query_decay"].default, max_frames=config.max_frames, short_side=128))
+    assert len(list(config.example_cache.glob("*.npz"))) == 2
+    demo = build_demo(config, registry, workspace)
     _, address, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                                         quiet=True, max_file_size=config.max_upload_bytes)
     yield address
@@ -157,6 +176,19 @@ def test_moving_the_threshold_slider_redraws_the_result(page):
     page.get_by_role("tab", name="Overlay").click()
 
 
+def test_typing_a_value_in_the_threshold_box_redraws(page):
+    page.get_by_role("tab", name="Inspect frame").click()
+    image = page.locator("#frame-overlay img")
+    before, video = image.get_attribute("src"), overlay_src(page)
+    box = page.locator("#threshold input[type=number]")
+    box.fill("0.07")
+    box.press("Enter")
+    expect(image).not_to_have_attribute("src", before)
+    expect(page.locator("#threshold input[type=range]")).to_have_value("0.07")
+    page.get_by_role("tab", name="Overlay").click()
+    expect(page.locator("#overlay-video video")).not_to_have_attribute("src", video)
+
+
 def test_the_downloads_tab_writes_the_files_when_opened_and_they_follow_the_threshold(page, workspace):
     def written() -> list[Path]:
         return sorted(workspace.root.rglob("masks.zip"))
@@ -190,8 +222,14 @@ def test_markup_in_an_expression_is_shown_as_text(page):
 
 def test_empty_expression_shows_the_error_in_the_page_and_the_app_keeps_working(page):
     close_toasts(page)
+    before = overlay_src(page)
     segment(page, "   \n  ", video=None)
     expect(page.locator("[data-testid=toast-body]")).to_contain_text("no expression given")
+    # the refused input leaves the last result as it was: no error badge on the outputs, the video still there
+    expect(page.locator("#overlay-video video")).to_have_attribute("src", before)
+    for output in ("#overlay-video", "#result-info", "#score-plot"):
+        expect(page.locator(output)).not_to_contain_text("Error")
+    expect(page.locator("#result-info")).to_contain_text("24 frames")
     segment(page, "the small blue square", video=None)
     expect(page.locator("#result-info")).to_contain_text("the small blue square")
     assert page.evaluate(VIDEO_READY, "#overlay-video video")["width"] == 320
@@ -207,15 +245,25 @@ def test_closing_the_page_removes_the_session_files(page, workspace):
     assert not sessions[0].exists()
 
 
-def test_clicking_an_example_fills_the_inputs_and_it_segments(page, url):
-    """The examples are listed by file name only (the page's config is public); a click fills the video and the
-    expressions, ready to segment. A fresh page, so nothing of the tests above is on it."""
+def test_clicking_an_example_fills_the_inputs_and_shows_its_cached_result(page, url, model_runs):
+    """The examples are listed by file name only (the page's config is public), the expressions one per line; a
+    click fills the video and the expressions and shows the result kept in the example cache, without the model.
+    A fresh page, so nothing of the tests above is on it."""
     fresh = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
     try:
         fresh.goto(url)
         example = fresh.get_by_text("crossing.mp4", exact=True)
         expect(example).to_be_visible()
+        row = fresh.locator("#examples tr", has=example)
+        assert len(row.inner_text().strip().splitlines()) >= 3  # name, then each expression on its own line
+        runs = len(model_runs)
+        started = time.monotonic()
         example.click()
+        expect(fresh.locator("#overlay-video video")).to_have_attribute("src", re.compile(r"overlay\.mp4$"),
+                                                                       timeout=15_000)
+        assert time.monotonic() - started < 15 and len(model_runs) == runs  # from the cache
+        expect(fresh.locator("#result-info")).to_contain_text("the yellow car driving right")
+        expect(fresh.locator("#score-plot img")).to_be_visible()
         expect(fresh.locator("#input-video video")).to_have_attribute("src", re.compile(r"crossing\.mp4$"))
         expect(fresh.locator("#expressions textarea")).to_have_value(re.compile(r"^the yellow car driving right\n"))
         fresh.locator("#segment-button").click()

@@ -111,23 +111,26 @@ def session(app, tmp_path_factory):
 def first(session, clips, model_calls):
     model_calls.clear()
     outputs = session.predict(video=handle_file(clips["clip"]), expressions=TWO, api_name="/segment")
-    return dict(zip(SEGMENT_OUTPUTS, outputs)), list(model_calls)
+    return named(outputs), list(model_calls)
 
 
-SEGMENT_OUTPUTS = ("overlay", "heatmap", "plot", "candidate", "frame_overlay", "frame_heatmap", "info", "expression",
-                   "frame", "stale")
-RERENDER_OUTPUTS = SEGMENT_OUTPUTS[:7]
+SEGMENT_OUTPUTS = ("overlay", "heatmap", "frame_overlay", "frame_heatmap", "summary")  # /segment and /rerender
+
+
+def named(values) -> dict:
+    """/segment's or /rerender's outputs by name, with the summary's page text as "info"."""
+    out = dict(zip(SEGMENT_OUTPUTS, values))
+    return {**out, "info": out["summary"]["text"]}
 
 
 def segment(client, video, expressions=TWO, **kwargs):
     video = None if video is None else handle_file(video)
-    return dict(zip(SEGMENT_OUTPUTS, client.predict(video=video, expressions=expressions, api_name="/segment",
-                                                    **kwargs)))
+    return named(client.predict(video=video, expressions=expressions, api_name="/segment", **kwargs))
 
 
 def rerender(client, threshold=0.5, opacity=0.5, expression="the red ball", candidate=0, frame=0):
-    return dict(zip(RERENDER_OUTPUTS, client.predict(threshold=threshold, opacity=opacity, expression=expression,
-                                                     candidate=candidate, frame=frame, api_name="/rerender")))
+    return named(client.predict(threshold=threshold, opacity=opacity, expression=expression, candidate=candidate,
+                                frame=frame, api_name="/rerender"))
 
 
 def downloads(client, threshold=0.5, opacity=0.5, expression="the red ball") -> dict[str, Path]:
@@ -160,6 +163,10 @@ def test_only_the_documented_endpoints_are_public(session):
     names = [p["parameter_name"] for p in api["named_endpoints"]["/segment"]["parameters"]]
     assert names == ["video", "expressions", "checkpoint", "query_decay", "num_candidates", "threshold", "opacity",
                      "stride", "max_frames", "short_side", "dtype"]
+    returns = {name: [r["label"] for r in api["named_endpoints"][name]["returns"]] for name in api["named_endpoints"]}
+    assert returns == {"/segment": ["overlay_video", "heatmap_video", "frame_overlay", "frame_heatmap", "summary"],
+                       "/rerender": ["overlay_video", "heatmap_video", "frame_overlay", "frame_heatmap", "summary"],
+                       "/inspect_frame": ["frame_overlay", "frame_heatmap"], "/downloads": ["downloads"]}
 
 
 def test_segment_returns_playable_videos_plot_and_inspector_and_exports_on_request(first, session, workspace):
@@ -167,13 +174,16 @@ def test_segment_returns_playable_videos_plot_and_inspector_and_exports_on_reque
     assert "backbone" in calls and "mask_decoder" in calls  # the model ran
     assert_playable(out["overlay"], 12)
     assert_playable(out["heatmap"], 12)
-    assert out["frame"]["maximum"] == 11 and out["frame"]["value"] == 0
-    assert [c[0] for c in out["expression"]["choices"]] == ["the red ball", "the blue square"]
-    assert len(out["candidate"]["choices"]) == 5 and out["candidate"]["value"] == 0
-    assert "official choice" in out["candidate"]["choices"][0][0]
-    assert out["plot"]["type"] == "matplotlib" and out["plot"]["plot"].startswith("data:image/png;base64,")
+    summary = out["summary"]  # plain data
+    assert (summary["num_frames"], summary["width"], summary["height"], summary["untrained"]) == (12, 160, 90, True)
+    assert summary["source"] == "clip.mp4" and summary["view"] == dict(threshold=0.5, opacity=0.5,
+                                                                        expression="the red ball", frame=0)
+    assert [e["expression"] for e in summary["expressions"]] == ["the red ball", "the blue square"]
+    first_expression = summary["expressions"][0]
+    assert len(first_expression["candidates"]) == 5 and first_expression["candidate"] == 0
+    assert first_expression["query"] == first_expression["candidates"][0]["query"]
     assert Image.open(out["frame_overlay"]).size == (160, 90) and Image.open(out["frame_heatmap"]).size == (160, 90)
-    assert "12 frames" in out["info"] and "UNTRAINED WEIGHTS" in out["info"] and out["stale"] == ""
+    assert "12 frames" in out["info"] and "UNTRAINED WEIGHTS" in out["info"]
 
     assert written(workspace, session, "masks.zip") == set()  # the exports wait for the Downloads tab
     files = downloads(session)
@@ -214,7 +224,8 @@ def test_rerender_changes_the_outputs_without_running_the_model_or_writing_expor
     # another candidate query for one expression: its scores change, the other expression's do not
     other = rerender(session, threshold=0.2, expression="the blue square", candidate=2, frame=3)
     assert model_calls == []
-    assert other["candidate"]["value"] == 2
+    assert other["summary"]["expressions"][1]["candidate"] == 2
+    assert other["summary"]["expressions"][1]["query"] == other["summary"]["expressions"][1]["candidates"][2]["query"]
     before, after = csv_rows(at_low), csv_rows(downloads(session, threshold=0.2, expression="the blue square"))
     for expression, changed in (("the blue square", True), ("the red ball", False)):
         scores = [[r["score"] for r in rows if r["expression"] == expression] for rows in (before, after)]
@@ -232,7 +243,7 @@ def test_long_video_is_subsampled_to_the_frame_budget_and_the_user_told(app, cli
     out = segment(client, clips["many"], "the red ball")
     assert_playable(out["overlay"], 16, size=(80, 48))
     assert "subsampled from 24 to 16 frames" in out["info"]
-    assert out["frame"]["maximum"] == 15
+    assert out["summary"]["num_frames"] == 15 + 1
 
 
 def test_markup_in_expressions_is_shown_as_text(app, clips, tmp_path):
@@ -240,7 +251,7 @@ def test_markup_in_expressions_is_shown_as_text(app, clips, tmp_path):
     text = "<b>bold</b> ball <img src=x onerror=alert(1)>"
     out = segment(client, clips["small"], text)
     assert "&lt;b&gt;bold&lt;/b&gt;" in out["info"] and "<b>" not in out["info"] and "<img" not in out["info"]
-    assert out["expression"]["choices"][0][0] == text  # a dropdown shows its choices as text
+    assert out["summary"]["expressions"][0]["expression"] == text  # the full text, as data
 
 
 BAD_INPUTS = [  # (case, video key or None, expressions, expected message)
@@ -281,6 +292,10 @@ def test_rerender_before_any_result_says_what_to_do(app, tmp_path):
         rerender(client, expression=None, candidate=None)
     with pytest.raises(Exception, match="No result yet"):
         client.predict(frame=0, threshold=0.5, opacity=0.5, expression=None, api_name="/inspect_frame")
+    with pytest.raises(Exception, match="No result yet"):  # with the defaults, as the API page shows the call
+        client.predict(api_name="/inspect_frame")
+    with pytest.raises(Exception, match="No result yet"):
+        client.predict(api_name="/downloads")
 
 
 def test_session_files_are_removed_when_the_session_ends(app, clips, workspace, tmp_path):
@@ -311,6 +326,7 @@ def test_offline_without_weights_the_app_says_what_to_do_and_offers_tiny_random(
         text = str(error.value)
         assert "https://huggingface.co/liangtm/referdino/resolve/main/ryt_mevis_swinb.pth" in text
         assert "--checkpoint" in text and "tiny-random" in text
+        assert text.count("without the weights") == 1  # the app's advice replaces the package's, not repeated
         out = segment(client, clips["small"], "the yellow car", checkpoint="tiny-random")
         assert_playable(out["overlay"], 4, size=(80, 48))
     finally:
@@ -443,8 +459,10 @@ def test_app_entry_point_reads_flags_and_environment_and_loads_nothing_on_import
     spec.loader.exec_module(app)  # would block here if importing launched the server
     monkeypatch.setenv("REFERDINO_CHECKPOINT", "/models/ryt_swinb.pth")
     monkeypatch.setenv("REFERDINO_MAX_FRAMES", "40")
+    monkeypatch.setenv("REFERDINO_FRAME_CACHE_MB", "12.5")
     config = app.make_config(app.parse_args([]))
     assert config.default_checkpoint == "/models/ryt_swinb.pth" and config.max_frames == 40
+    assert config.frame_cache_mb == 12.5 and app.make_config(app.parse_args(["--frame-cache-mb", "0"])).frame_cache_mb == 0
     assert ("ryt_swinb.pth (local file)", "local:ryt_swinb.pth") in config.checkpoint_choices()  # no server path
     assert config.checkpoint_for("local:ryt_swinb.pth") == "/models/ryt_swinb.pth"
     assert config.checkpoint_choice("/models/ryt_swinb.pth") == "local:ryt_swinb.pth"
