@@ -26,8 +26,8 @@ from ..hub import TINY_RANDOM, TRY_UNTRAINED
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadError, ReferDinoError
 from ..result_view import EXPORTS
 from .config import CONTROLS, DTYPES, AppConfig, RunOptions, check_choice, check_number
-from .session import (APP_EXPORTS, Backend, PredictorRegistry, SessionResult, View, as_text, hide_paths, message,
-                      shorten)
+from .session import (APP_EXPORTS, Backend, PredictorRegistry, RunInputs, SessionResult, View, as_text, hide_paths,
+                      message, shorten)
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,12 @@ log = logging.getLogger(__name__)
 INTRO = """# ReferDINO: referring video object segmentation
 Give a video and describe objects in words, one per line; ReferDINO segments each of them in every frame.
 The mask threshold, opacity, expression, candidate query and frame redraw the last result at once; changing
-the video, expressions, checkpoint or the settings on the left needs **Segment** again."""
+the video, expressions, checkpoint or the settings on the left needs **Segment** again. In **Inspect frame**, click
+an object on the overlay to show, for the chosen expression, the candidate query whose mask covers it."""
 RESULT_VIDEO = dict(autoplay=True, loop=True, buttons=["download"], height=400, interactive=False)
 NO_RESULT = "No result yet: upload a video, type an expression and press Segment first."
 STALE = "✏️ Inputs changed since the last run: press **Segment** to apply them."
+NOTHING_TO_UNDO = "Nothing to undo: no candidate was picked or chosen since this result was made."
 TRY_TINY = (f" To try the app without the weights, choose '{TINY_RANDOM}' in the Checkpoint menu (untrained: "
             "random masks).")
 OUT_OF_MEMORY = ("Out of memory: the server could not finish this job. Lower Max frames or the model input short side "
@@ -184,6 +186,7 @@ class _Handlers:
         run = self.backend.example if example else self.backend.segment_and_render
         result, rendered = run(_video_path(video), expressions, options, view, getattr(request, "session_hash", None),
                                progress, _client_connected())
+        result.inputs = RunInputs.of(_video_path(video), expressions, options)
         for note in result.segmentation.notes:
             gr.Warning(message(note))
         if state is not None:
@@ -246,6 +249,34 @@ class _Handlers:
     def show_expression(self, state, threshold, opacity, expression, frame):
         return self.rerender(state, threshold, opacity, expression, None, frame)
 
+    @_in_page(7)
+    @_user_errors
+    def pick(self, state, threshold, opacity, expression, frame, event: gr.SelectData):
+        """A click on the frame's overlay image (`event.index`: the pixel, in the image's own pixels, which are the
+        frame's): the chosen expression shows the candidate whose mask covers it (`SessionResult.pick`), and
+        everything is redrawn, without the model. A click that no candidate covers changes nothing (a warning)."""
+        result = _require(state)
+        view = _view(result, threshold, opacity, expression, frame)
+        point = getattr(event, "index", None)
+        if not (isinstance(point, (list, tuple)) and len(point) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)):
+            raise gr.Error(f"a click must give a pixel [x, y]; got {message(repr(point))}", print_exception=False)
+        outcome = result.pick(view, *point)
+        gr.Info(message(outcome.message))
+        return _rendered_outputs(result, result.render(view))
+
+    @_in_page(7)
+    @_user_errors
+    def undo(self, state, threshold, opacity, expression, frame):
+        """Undo pick: the candidate shown before the last pick (or choice in the menu), redrawn; with nothing to
+        undo, a message and nothing changes."""
+        result = _require(state)
+        view = _view(result, threshold, opacity, expression, frame)
+        if not result.undo():
+            gr.Info(NOTHING_TO_UNDO)
+            return tuple(gr.skip() for _ in range(7))
+        return _rendered_outputs(result, result.render(view))
+
     @_user_errors
     def inspect_frame_api(self, state, frame, threshold, opacity, expression):
         result = _require(state)
@@ -287,9 +318,17 @@ class _Handlers:
             status = f"⚠️ **Untrained random weights** (development mode): masks are random. {status}"
         return status
 
-    @staticmethod
-    def mark_stale(state):
-        return "" if state is None else STALE
+    def mark_stale(self, state, video, expressions, checkpoint, query_decay, num_candidates, stride, max_frames,
+                   short_side, dtype):
+        """The stale note when the run inputs differ from those the shown result came from (`RunInputs`): filling in
+        an example's clip and expressions, or typing a change and taking it back, shows none."""
+        if state is None:
+            return ""
+        try:
+            options = self._options(checkpoint, query_decay, num_candidates, stride, max_frames, short_side, dtype)
+        except ReferDinoError:  # a value no run would accept differs from the result's
+            return STALE
+        return "" if RunInputs.of(_video_path(video), expressions, options) == state.inputs else STALE
 
     def warm_examples(self) -> None:
         """Compute the examples' results for the default checkpoint and settings, so that a click shows them at
@@ -379,7 +418,7 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
                     opacity = _slider("opacity", elem_id="opacity")
                 with gr.Row():
                     expression = gr.Dropdown([], label="Expression (heatmap, candidates)", interactive=True)
-                    candidate = gr.Dropdown([], label="Candidate query", interactive=True)
+                    candidate = gr.Dropdown([], label="Candidate query", interactive=True, elem_id="candidate")
                 with gr.Tabs():
                     with gr.Tab("Overlay") as overlay_tab:
                         overlay = gr.Video(label="Overlay", elem_id="overlay-video", **RESULT_VIDEO)
@@ -392,6 +431,7 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
                                                      elem_id="frame-overlay")
                             frame_heatmap = gr.Image(label="Heatmap", format="png", interactive=False,
                                                      elem_id="frame-heatmap")
+                        undo = gr.Button("Undo pick", size="sm", elem_id="undo-pick")
                     with gr.Tab("Downloads", elem_id="downloads-tab") as downloads_tab:
                         downloads = gr.File(label=", ".join(EXPORTS[kind].label for kind in APP_EXPORTS),
                                             file_count="multiple", interactive=False, elem_id="downloads")
@@ -433,6 +473,10 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
         frame.release(handlers.inspect_frame, [state, frame, *view], [frame_overlay, frame_heatmap],
                       api_name="page_inspect_frame", api_visibility="private", trigger_mode="always_last", show_progress="minimal",
                       preprocess=False)
+        frame_overlay.select(handlers.pick, [state, *view, frame], rendered, api_visibility="private",
+                             trigger_mode="always_last", preprocess=False).success(**refresh)
+        undo.click(handlers.undo, [state, *view, frame], rendered, api_visibility="private",
+                   preprocess=False).success(**refresh)
         # the API
         api_view = [threshold, opacity, api_expression]
         api_segment.click(handlers.segment_api, [video, expressions, *run_settings, state],
@@ -449,6 +493,8 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
         demo.load(None, js=ENTER_COMMITS, api_visibility="private")
         gr.on([c.change for c in (video, expressions, checkpoint, query_decay, num_candidates, stride, max_frames,
                                   short_side, dtype)],
-              handlers.mark_stale, state, stale, api_visibility="private", queue=False, show_progress="hidden")
+              handlers.mark_stale, [state, video, expressions, checkpoint, query_decay, num_candidates, stride,
+                                    max_frames, short_side, dtype], stale, api_visibility="private", queue=False,
+              show_progress="hidden", preprocess=False)
         demo.unload(handlers.end_session)
     return demo

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import html
 import logging
 import math
@@ -27,7 +29,7 @@ from ..example_cache import ExampleCache
 from ..frame_selection import FrameSelection
 from ..io.video_reader import VideoFrames
 from ..result_view import RenderSettings, ResultView
-from ..results import VideoSegmentation
+from ..results import PickOutcome, VideoSegmentation
 from .config import AppConfig, RunOptions, canonical_checkpoint, check_choice
 from .workspace import SESSION_ENDED, Job, Workspace
 
@@ -349,13 +351,47 @@ class Rendered:
     candidate: int
 
 
+@dataclass(frozen=True)
+class RunInputs:
+    """The inputs a result came from, to tell whether the page's inputs still match it: the video by its content
+    (`video_digest`: a clip filled into the page comes back as Gradio's copy, at another path), the expressions as
+    typed and the checked `RunOptions`."""
+
+    video: str | None
+    expressions: str
+    options: RunOptions
+
+    @classmethod
+    def of(cls, video: str | Path | None, expressions: str | None, options: RunOptions) -> "RunInputs":
+        return cls(video_digest(video), expressions or "", options)
+
+
+def video_digest(video: str | Path | None) -> str | None:
+    """The SHA-256 of the file `video` (None for none; its path when it is not a file), remembered by path, size and
+    modification time, so that typing in another input does not read the video again."""
+    if not video:
+        return None
+    try:
+        stat = Path(video).stat()
+    except OSError:
+        return str(video)
+    return _digest(str(video), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as file:
+        return f"{size}:{hashlib.file_digest(file, 'sha256').hexdigest()}"
+
+
 class SessionResult:
     """One user's result: a versioned `ResultView` drawing into the result's own folder (served from there, deleted
-    with it), the upload it came from, and what the page shows besides the drawings (candidate labels, summary)."""
+    with it), the upload it came from, the inputs it came from (`inputs`, a `RunInputs` the app sets) and what the
+    page shows besides the drawings (candidate labels, summary)."""
 
-    def __init__(self, view: ResultView, video: str | Path | None = None):
+    def __init__(self, view: ResultView, video: str | Path | None = None, inputs: RunInputs | None = None):
         """video: the file segmented, decoded again for drawing when its frames did not fit in memory."""
-        self.view, self.video = view, video
+        self.view, self.video, self.inputs = view, video, inputs
 
     @property
     def segmentation(self) -> VideoSegmentation:
@@ -371,6 +407,16 @@ class SessionResult:
     def choose(self, expression: str | None, rank: int | None) -> None:
         if rank is not None:
             self.view.choose(self.expression(expression), int(rank))
+
+    def pick(self, view: View, x: float, y: float) -> PickOutcome:
+        """Show, for `view.expression`, the kept candidate whose mask covers pixel (`x`, `y`) of frame `view.frame`
+        at `view.threshold` (`ResultView.pick`; its `message` is for the user). Raises `NoCandidateAtPointError`
+        when none covers it, and then nothing changes."""
+        return self.view.pick(self.expression(view.expression), int(view.frame), x, y, view.threshold)
+
+    def undo(self) -> bool:
+        """Take back the last candidate change (a pick or a choice in the menu); False when there is none."""
+        return self.view.undo()
 
     def candidates(self, expression: str) -> list[tuple[str, int]]:
         result = self.segmentation[expression]

@@ -23,6 +23,8 @@ from referdino_demo.ui.config import CONTROLS, AppConfig, RunOptions
 from referdino_demo.ui.session import Backend, PredictorRegistry
 from referdino_demo.ui.workspace import Workspace
 
+from known_result import KNOWN_SIZE, known_segmentation
+
 REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "examples" / "red_ball.mp4"  # 24 frames, 320x180
 DOCS_SCREENSHOT = REPO / "docs" / "screenshot.png"
@@ -271,3 +273,82 @@ def test_clicking_an_example_fills_the_inputs_and_shows_its_cached_result(page, 
         expect(fresh.locator("#result-info")).to_contain_text("the yellow car driving right")
     finally:
         fresh.close()
+
+
+CLICK = """([x, y]) => {
+    const image = document.querySelector("#frame-overlay img");
+    const box = image.getBoundingClientRect();
+    // Gradio's own conversion (its image preview never scales an image up): box pixels to image pixels
+    const scale = Math.min(box.width / image.naturalWidth, box.height / image.naturalHeight, 1);
+    return {x: (box.width - image.naturalWidth * scale) / 2 + x * scale,
+            y: (box.height - image.naturalHeight * scale) / 2 + y * scale,
+            natural: [image.naturalWidth, image.naturalHeight]};
+}"""
+
+
+@pytest.fixture(scope="module")
+def known_url(registry, tmp_path_factory):
+    """An app whose only example (a 64x96 red_ball clip) has `known_segmentation` in the example cache, under the key
+    a click with the page's default settings looks up."""
+    from referdino_demo.examples import synthetic_clip
+    from referdino_demo.io import write_video
+    from referdino_demo.result_files import save_segmentation
+    from referdino_demo.ui.session import _cache_key
+
+    folder = tmp_path_factory.mktemp("known")
+    config = AppConfig(default_checkpoint="tiny-random", short_side=128, examples_dir=folder / "examples",
+                       example_cache=folder / "cache")
+    config.examples_dir.mkdir()
+    config.example_cache.mkdir()
+    video = write_video(config.examples_dir / "red_ball.mp4", synthetic_clip("red_ball", 4, KNOWN_SIZE), 8)
+    options = RunOptions("tiny-random", query_decay=CONTROLS["query_decay"].default,
+                         num_candidates=int(CONTROLS["num_candidates"].default), max_frames=config.max_frames,
+                         short_side=128)
+    backend = Backend(config, registry, Workspace(folder / "prepare"))
+    expressions, selection, _ = backend.prepare(str(video), config.examples()[0][1], options)
+    save_segmentation(known_segmentation(), backend.examples.path("tiny-random", str(video), expressions,
+                                                                  _cache_key(options, selection)))
+    demo = build_demo(config, registry, Workspace(folder / "sessions"))
+    _, address, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                                        quiet=True, max_file_size=config.max_upload_bytes)
+    yield address
+    demo.close()
+
+
+def test_clicking_an_object_in_the_inspected_frame_picks_its_candidate_and_undo_takes_it_back(page, known_url):
+    """A click on the right half of the frame's overlay shows candidate 1 of the chosen expression (its mask covers
+    that point), without the model; Undo pick shows candidate 0 again. Filling in the example is no input change."""
+    page = page.context.browser.new_page(viewport={"width": 1280, "height": 900})  # a fresh page on the known app
+    try:
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(known_url)
+        page.get_by_text("red_ball.mp4", exact=True).click()
+        expect(page.locator("#result-info")).to_contain_text("hand-made")
+        candidate = page.locator("#candidate input")
+        expect(candidate).to_have_value(re.compile(r"^#0: "))
+        page.get_by_role("tab", name="Inspect frame").click()
+        image = page.locator("#frame-overlay img")
+        expect(image).to_have_attribute("src", re.compile(r"\.png$"))
+        first = image.get_attribute("src")
+
+        position = page.evaluate(CLICK, [72, 12])  # the top-right quarter: candidate 1's mask
+        assert position["natural"] == [96, 64]  # the frame's own size: the click's index is in frame pixels
+        image.click(position={"x": position["x"], "y": position["y"]})
+        expect(candidate).to_have_value(re.compile(r"^#1: "))
+        expect(image).not_to_have_attribute("src", first)
+        toasts = page.locator("[data-testid=toast-body]")
+        expect(toasts.filter(has_text="showing it instead of candidate 0")).to_have_count(1)
+
+        picked = image.get_attribute("src")
+        position = page.evaluate(CLICK, [20, 50])  # the bottom half: no candidate covers it
+        image.click(position={"x": position["x"], "y": position["y"]})
+        expect(toasts.filter(has_text="no kept candidate")).to_have_count(1)
+        expect(candidate).to_have_value(re.compile(r"^#1: "))
+        assert image.get_attribute("src") == picked
+
+        page.locator("#undo-pick").click()
+        expect(candidate).to_have_value(re.compile(r"^#0: "))
+        expect(image).not_to_have_attribute("src", picked)
+        expect(page.locator("#stale")).not_to_contain_text("press Segment")  # the example filled in is no change
+    finally:
+        page.close()

@@ -35,6 +35,8 @@ from referdino_demo.ui.config import CONTROLS, AppConfig, RunOptions, check_numb
 from referdino_demo.ui.session import Backend, PredictorRegistry, View, gpu_seconds, message
 from referdino_demo.ui.workspace import Workspace
 
+from known_result import KNOWN_SIZE, PICKED, known_segmentation
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = AppConfig(default_checkpoint="tiny-random", max_frames=16, max_duration_s=6.0, max_upload_mb=1.0,
                    max_expressions=4, short_side=128)
@@ -491,3 +493,97 @@ def test_non_strict_reaches_the_loader_only_when_asked(monkeypatch):
     assert app.parse_args(["--non-strict"]).non_strict and not app.parse_args([]).non_strict
     monkeypatch.setenv("REFERDINO_NON_STRICT", "1")
     assert app.parse_args([]).non_strict
+
+
+# -- picking a candidate by clicking the frame ---------------------------------------------------------------------
+def known_example(folder: Path, config: AppConfig, registry) -> Path:
+    """Write a 64x96 red_ball clip into `config.examples_dir` and `known_segmentation` into the example cache under
+    the key a click on that example with the page's default settings looks up; returns the clip."""
+    from referdino_demo.result_files import save_segmentation
+    from referdino_demo.ui.session import _cache_key
+
+    video = write_video(Path(config.examples_dir) / "red_ball.mp4", synthetic_clip("red_ball", 4, KNOWN_SIZE), 8)
+    options = RunOptions(config.checkpoint_for(config.checkpoint_choice(config.default_checkpoint)),
+                         query_decay=CONTROLS["query_decay"].default,
+                         num_candidates=int(CONTROLS["num_candidates"].default), max_frames=config.max_frames,
+                         short_side=config.short_side)
+    backend = Backend(config, registry, Workspace(folder / "prepare"))
+    expressions, selection, _ = backend.prepare(str(video), config.examples()[0][1], options)
+    config.example_cache.mkdir(parents=True, exist_ok=True)
+    save_segmentation(known_segmentation(), backend.examples.path(options.checkpoint, str(video), expressions,
+                                                                  _cache_key(options, selection)))
+    return video
+
+
+def test_clicking_the_frame_picks_the_candidate_under_it_and_undo_takes_it_back(registry, tmp_path, monkeypatch):
+    from referdino_demo.ui.gradio_app import STALE, _Handlers
+
+    config = dataclasses.replace(CONFIG, examples_dir=tmp_path / "examples", example_cache=tmp_path / "cache")
+    config.examples_dir.mkdir()
+    video = known_example(tmp_path, config, registry)
+    handlers = _Handlers(Backend(config, registry, Workspace(tmp_path / "sessions")))
+    toasts = []
+    monkeypatch.setattr(gr, "Info", lambda text, *a, **k: toasts.append(("info", text)))
+    monkeypatch.setattr(gr, "Warning", lambda text, *a, **k: toasts.append(("warning", text)))
+    checkpoint = config.checkpoint_choice(config.default_checkpoint)
+    run = dict(checkpoint=checkpoint, query_decay=CONTROLS["query_decay"].default,
+               num_candidates=CONTROLS["num_candidates"].default, stride=1, max_frames=config.max_frames,
+               short_side=config.short_side, dtype="auto")
+    out = handlers.example(0, run["checkpoint"], run["query_decay"], run["num_candidates"], 0.5, 0.5, run["stride"],
+                           run["max_frames"], run["short_side"], run["dtype"], None, None, None)
+    assert toasts == []
+    state, first_overlay = out[2], np.asarray(Image.open(out[7]))
+    assert state.segmentation.checkpoint == "hand-made"  # the hand-made result, from the example cache
+    assert first_overlay.shape[:2] == KNOWN_SIZE  # the image's pixels are the frame's: a click's index needs no scaling
+    assert state.view.choice(PICKED) == 0
+
+    # filling in the example's clip (Gradio's copy of it) and expressions is not a change; a real change is
+    copy = tmp_path / "gradio" / "red_ball.mp4"
+    copy.parent.mkdir()
+    copy.write_bytes(video.read_bytes())
+    other = write_video(tmp_path / "gradio" / "other.mp4", synthetic_clip("crossing", 4, KNOWN_SIZE), 8)
+
+    def stale(**changes):
+        inputs = {"state": state, "video": {"path": str(copy)}, "expressions": out[1], **run, **changes}
+        return handlers.mark_stale(**inputs)
+
+    assert stale() == ""
+    assert stale(expressions="the red ball") == STALE
+    assert stale(num_candidates=3) == STALE and stale(num_candidates=3.0) == STALE
+    assert stale(video=None) == STALE and stale(video={"path": str(other)}) == STALE
+    assert stale(max_frames=-1) == STALE  # a value no run accepts
+    assert stale(state=None) == ""  # no result: nothing to be stale
+
+    def click(x, y):
+        return handlers.pick(state, 0.5, 0.5, PICKED, 1, gr.SelectData(None, {"index": [x, y], "value": None}))
+
+    view = (state, 0.5, 0.5, PICKED, 1)
+
+    def frame_overlay():
+        return np.asarray(Image.open(handlers.inspect_frame(state, 1, 0.5, 0.5, PICKED)[0]))
+
+    before = frame_overlay()
+    picked = click(72, 12)  # the top-right quarter: candidate 1's mask
+    assert state.view.choice(PICKED) == 1 and state.view.choice("the blue square") == 0
+    assert picked[3]["value"] == 1 and [rank for _, rank in picked[3]["choices"]] == [0, 1]
+    assert toasts[-1][0] == "info" and "only candidate 1 covers (72, 12) in frame 1" in toasts[-1][1]
+    assert "showing it instead of candidate 0" in toasts[-1][1]
+    picked_overlay = np.asarray(Image.open(picked[4]))
+    assert not np.array_equal(picked_overlay, before)
+    assert (picked_overlay[:32, 48:] != before[:32, 48:]).any()  # the mask moved to the top-right quarter
+    assert (picked_overlay[:32, :48] != before[:32, :48]).any()
+    assert picked[0] != out[3] and picked[6] == state.summary()  # the video was redrawn, the summary is the new one
+
+    toasts.clear()
+    assert click(20, 50) == tuple(gr.skip() for _ in range(7))  # the bottom half: no candidate covers it
+    assert toasts[0][0] == "warning" and "no kept candidate" in toasts[0][1] and "(20, 50)" in toasts[0][1]
+    assert state.view.choice(PICKED) == 1  # unchanged
+
+    undone = handlers.undo(*view)
+    assert state.view.choice(PICKED) == 0 and undone[3]["value"] == 0
+    assert np.array_equal(np.asarray(Image.open(undone[4])), before)
+    toasts.clear()
+    assert handlers.undo(*view) == tuple(gr.skip() for _ in range(7))
+    assert toasts == [("info", "Nothing to undo: no candidate was picked or chosen since this result was made.")]
+    assert handlers.undo(None, 0.5, 0.5, PICKED, 0) == tuple(gr.skip() for _ in range(7))  # no result yet
+    assert "No result yet" in toasts[-1][1]
