@@ -9,6 +9,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+import referdino_demo  # noqa: F401  (before torch: sets OpenMP defaults, see threads.py)
 import numpy as np
 import torch
 

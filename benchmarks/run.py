@@ -20,44 +20,52 @@ STAGES = ("text", "backbone", "encoder", "decoder", "tracker", "pixel_decoder", 
 def stage_table(config: str, frames: int, device: str, dtype: str) -> None:
     args = ["--config", config, "--frames", str(frames), "--device", device, "--dtype", dtype]
     pruned = run_isolated("benchmarks.stages", *args)
-    unpruned = run_isolated("benchmarks.stages", *args, "--query-decay", "1.0")
+    unpruned = run_isolated("benchmarks.stages", *args, "--query-decay", "1.0", "--no-flops")
     print(f"\n## {config}: {frames} frames at 360x640 on {device} ({dtype}), stage by stage")
-    print(f"{'stage':18s} {'pruned s':>9s} {'share':>6s} {'no pruning s':>12s} {'ratio':>6s}")
+    peak = max(pruned["matmul_gflops"].values())
+    print(f"(GFLOP/s: matmul-like operations per second of the pruned run; 'of matmul': against the fastest {dtype} "
+          f"2048x2048 matmul here, {peak:.0f} GFLOP/s)")
+    print(f"{'stage':18s} {'pruned s':>9s} {'share':>6s} {'GFLOP/s':>8s} {'of matmul':>9s} {'no pruning s':>12s} "
+          f"{'ratio':>6s}")
     total = sum(pruned["seconds"].get(s, 0.0) for s in STAGES)
     for stage in STAGES:
         a, b = pruned["seconds"].get(stage), unpruned["seconds"].get(stage)
         if a is None:
             continue
-        print(f"{stage:18s} {a:9.3f} {a / total:6.1%} {b:12.3f} {b / a:6.2f}")
+        flops = pruned["flops"].get(stage, 0) / a / 1e9
+        rate = f"{flops:8.1f} {flops / peak:9.1%}" if stage in pruned["flops"] else f"{'':18s}"
+        print(f"{stage:18s} {a:9.3f} {a / total:6.1%} {rate} {b:12.3f} {b / a:6.2f}")
     print(f"model frames/s: {pruned['model_fps']:.3f} with pruning ({pruned['final_queries']} final queries), "
           f"{unpruned['model_fps']:.3f} without ({unpruned['final_queries']}): "
           f"speed-up {pruned['model_fps'] / unpruned['model_fps']:.2f}x; peak RSS {pruned['peak_rss_mb']:.0f} MiB")
 
 
 # Each optimisation that replaces transformers' arithmetic with an equivalent, as `benchmarks.stages` flags.
-OPTIMISATIONS = {"gather sampler": ["--sampler", "grid_sample"], "re-associated fusion": ["--fusion", "transformers"]}
+OPTIMISATIONS = {"gather sampler": ["--sampler", "grid_sample"], "re-associated fusion": ["--fusion", "transformers"],
+                 "fast Swin": ["--swin", "transformers"], "oneDNN linears": ["--linears", "torch"]}
 
 
 def optimisation_table(config: str, frames: int, device: str) -> None:
     """Each optimisation alone and all together, against transformers' original layers."""
-    args = ["--config", config, "--frames", str(frames), "--device", device]
+    args = ["--config", config, "--frames", str(frames), "--device", device, "--no-flops"]
     ours = run_isolated("benchmarks.stages", *args)
     runs = {f"without {name}": run_isolated("benchmarks.stages", *args, *flags)
             for name, flags in OPTIMISATIONS.items()}
-    runs["without both"] = run_isolated("benchmarks.stages", *args, *sum(OPTIMISATIONS.values(), []))
+    runs["without any"] = run_isolated("benchmarks.stages", *args, *sum(OPTIMISATIONS.values(), []))
     print(f"\n## {config}: optimisations, {frames} frames (ratio = that run's time / ours)")
-    print(f"{'':30s} {'encoder s':>9s} {'decoder s':>9s} {'mask dec s':>10s} {'frames/s':>9s} {'ratio':>6s} "
-          f"{'peak MiB':>8s}")
+    print(f"{'':30s} {'backbone s':>10s} {'encoder s':>9s} {'decoder s':>9s} {'mask dec s':>10s} {'frames/s':>9s} "
+          f"{'ratio':>6s} {'peak MiB':>8s}")
     for name, run in {"ours": ours, **runs}.items():
         seconds = run["seconds"]
-        print(f"{name:30s} {seconds['encoder']:9.3f} {seconds['decoder']:9.3f} {seconds['mask_decoder']:10.3f} "
+        print(f"{name:30s} {seconds['backbone']:10.3f} {seconds['encoder']:9.3f} {seconds['decoder']:9.3f} "
+              f"{seconds['mask_decoder']:10.3f} "
               f"{run['model_fps']:9.3f} {ours['model_fps'] / run['model_fps']:6.2f} {run['peak_rss_mb']:8.0f}")
 
 
 def chunk_table(config: str, frames: int, device: str) -> None:
     print(f"\n## {config}: chunk size (frames per forward), {frames} frames")
     runs = {c: run_isolated("benchmarks.stages", "--config", config, "--frames", str(frames), "--device", device,
-                            "--chunk-size", str(c)) for c in (1, 4, frames)}
+                            "--chunk-size", str(c), "--no-flops") for c in (1, 4, frames)}
     reference = runs[frames]
     for chunk, run in runs.items():
         print(f"chunk {chunk:3d}: {run['model_fps']:.3f} frames/s ({run['model_fps'] / reference['model_fps']:.2f}x "
@@ -67,7 +75,7 @@ def chunk_table(config: str, frames: int, device: str) -> None:
 def dtype_table(config: str, frames: int, device: str) -> None:
     print(f"\n## {config}: dtypes on {device}")
     runs = {d: run_isolated("benchmarks.stages", "--config", config, "--frames", str(frames), "--device", device,
-                            "--dtype", d) for d in ("float32", "bfloat16", "float16")}
+                            "--dtype", d, "--no-flops") for d in ("float32", "bfloat16", "float16")}
     for name, run in runs.items():
         print(f"{name:9s}: {run['model_fps']:.3f} frames/s ({run['model_fps'] / runs['float32']['model_fps']:.2f}x fp32)")
 

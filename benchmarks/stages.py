@@ -1,6 +1,8 @@
 """Time every stage of the model on the same frames: `python -m benchmarks.stages --config tiny`.
 
-Prints one JSON line: seconds per stage, frames/second end to end, and peak RSS.
+Prints a table of each stage's floating-point operations and achieved GFLOP/s against the machine's matmul
+throughput (`benchmarks.flops`; counted in one extra pass, `--no-flops` skips it), then one JSON line: seconds per
+stage, frames/second end to end, peak RSS, and the counts behind the table.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import argparse
 import functools
 import json
 
+import referdino_demo  # noqa: F401  (before torch: sets OpenMP defaults, see threads.py)
 import numpy as np
 import torch
 
@@ -16,12 +19,14 @@ from referdino_demo.io.video_reader import read_video
 from referdino_demo.io.video_writer import write_video
 from referdino_demo.model.deformable import set_deformable_sampler
 from referdino_demo.model.fusion import set_fusion_attention
+from referdino_demo.model.layers import set_onednn
 from referdino_demo.model.schedule import STAGES, StageHooks, run_schedule
 from referdino_demo.postprocess import frame_scores, select_query
 from referdino_demo.preprocess.frames import preprocess_frames
 from referdino_demo.results import ExpressionResult
 
 from .common import SHORT_SIDE, build, clip, peak_rss_mb, text, timer
+from .flops import FlopCounting, flop_table, matmul_gflops
 
 
 class _Timing(StageHooks):
@@ -38,22 +43,32 @@ class _Timing(StageHooks):
 @torch.inference_mode()
 def time_stages(config: str, frames: int, query_decay: float | None, device: str = "cpu",
                 dtype: torch.dtype = torch.float32, chunk_size: int = 8, repeats: int = 1,
-                sampler: str = "gather", fusion: str = "reassociated") -> dict:
+                sampler: str = "gather", fusion: str = "reassociated", flops: bool = True, swin: str = "fast",
+                linears: str = "onednn") -> dict:
     model = set_fusion_attention(set_deformable_sampler(build(config, device), sampler), fusion)
+    model.backbone.swin_forward = swin
+    set_onednn(linears == "onednn")
     raw = clip(frames)
     t: dict[str, float] = {}
     autocast = functools.partial(torch.autocast, torch.device(device).type, dtype=dtype,
                                  enabled=dtype != torch.float32)
+
+    def run(hooks: StageHooks, seconds: dict[str, float]):
+        with timer(seconds, "preprocess"):
+            pixels = preprocess_frames(raw, SHORT_SIDE[config]).to(device)
+        with hooks.stage("text"), autocast():
+            features = model.encode_text(text())
+        video, = run_schedule(model, lambda: (pixels[s:s + chunk_size] for s in range(0, frames, chunk_size)),
+                              [features], query_decay=query_decay, autocast=autocast, hooks=hooks)
+        return video, hooks
+
     for repeat in range(repeats + 1):  # the first pass warms up (lazy inits, allocator) and is discarded
         if repeat == 1:
             t.clear()
-        with timer(t, "preprocess"):
-            pixels = preprocess_frames(raw, SHORT_SIDE[config]).to(device)
-        with timer(t, "text", device), autocast():
-            features = model.encode_text(text())
-        hooks = _Timing(t, device)
-        video, = run_schedule(model, lambda: (pixels[s:s + chunk_size] for s in range(0, frames, chunk_size)),
-                              [features], query_decay=query_decay, autocast=autocast, hooks=hooks)
+        video, hooks = run(_Timing(t, device), t)
+    counts: dict[str, int] = {}
+    if flops:  # after the timed passes: counting slows each op down
+        run(FlopCounting(counts), {})
     logits, boxes, masks = video.logits.float(), video.boxes.float(), hooks.masks(0).float()
     with timer(t, "postprocess"):
         scores = frame_scores(logits)
@@ -80,11 +95,15 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
     model_stages = ("text", *STAGES)
     per_repeat = {k: v / repeats for k, v in t.items()}
     model_seconds = sum(per_repeat[k] for k in model_stages)
-    return {"config": config, "frames": frames, "query_decay": query_decay, "device": device, "sampler": sampler,
-            "fusion": fusion,
-            "dtype": str(dtype).removeprefix("torch."), "seconds": per_repeat, "model_seconds": model_seconds,
-            "model_fps": frames / model_seconds, "peak_rss_mb": peak_rss_mb(),
-            "final_queries": int(logits.shape[1])}
+    result = {"config": config, "frames": frames, "query_decay": query_decay, "device": device, "sampler": sampler,
+              "fusion": fusion, "swin": swin, "linears": linears, "threads": torch.get_num_threads(),
+              "dtype": str(dtype).removeprefix("torch."), "seconds": per_repeat, "model_seconds": model_seconds,
+              "model_fps": frames / model_seconds, "peak_rss_mb": peak_rss_mb(),
+              "final_queries": int(logits.shape[1])}
+    if flops:
+        result["flops"] = counts
+        result["matmul_gflops"] = matmul_gflops(device, dtype)
+    return result
 
 
 def main() -> None:
@@ -99,12 +118,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--sampler", default="gather", help="deformable sampler: gather (default) or grid_sample")
     parser.add_argument("--fusion", default="reassociated", help="bi-attention: reassociated (default) or transformers")
+    parser.add_argument("--swin", default="fast", help="Swin forward: fast (default) or transformers")
+    parser.add_argument("--linears", default="onednn", help="CPU linear layers: onednn (default) or torch")
+    parser.add_argument("--no-flops", action="store_true", help="skip the operation count (one pass less)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(json.dumps(time_stages(args.config, args.frames, args.query_decay, args.device,
-                                 getattr(torch, args.dtype), args.chunk_size, args.repeats, args.sampler,
-                                 args.fusion)))
+    result = time_stages(args.config, args.frames, args.query_decay, args.device, getattr(torch, args.dtype),
+                         args.chunk_size, args.repeats, args.sampler, args.fusion, flops=not args.no_flops,
+                         swin=args.swin, linears=args.linears)
+    if "flops" in result:
+        print(f"## {args.config}: {args.frames} frames on {args.device} ({args.dtype}), {result['threads']} threads")
+        print(flop_table(result["seconds"], result["flops"], result["matmul_gflops"], args.dtype))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

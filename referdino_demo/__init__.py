@@ -6,7 +6,13 @@
 
 import warnings
 
+from .threads import openmp_defaults
+
 __version__ = "0.1.0"
+
+# Before anything imports torch: libgomp reads its settings once, when torch loads it (see `threads.py`). Users'
+# own settings win, and importing torch before this package leaves OpenMP's defaults.
+openmp_defaults()
 
 # supervision warns on import that OpenCV is absent; its NumPy fallback is all the annotators here use.
 warnings.filterwarnings("ignore", message=r"OpenCV \(`opencv-python`\) is not installed", category=UserWarning)

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ConfigError, ReferDinoError, one_line
 from ..model import ReferDinoConfig, ReferDinoModel
+from .cache import empty_model, load_cached, save_cached
 from .convert import SHOWN_KEYS, STRICT_HINT, convert_official_state_dict, first_keys, fit_state_dict
 from ..input_files import open_regular, regular_file
 from ..hub import RELEASED, TINY_RANDOM, download_checkpoint, split_hub_name
@@ -306,20 +307,45 @@ def check_storage(key: str, tensor: torch.Tensor, path: Path | str = "the checkp
             f"{stored:,}; the file is damaged or was built to exhaust memory; download it again")
 
 
-def load_official(path: str | Path, config: ReferDinoConfig | None = None, strict: bool = True) -> ReferDinoModel:
-    """An official `.pth` -> our model (LoRA merged, shared copies dropped; see `convert`)."""
+def load_official(path: str | Path, config: ReferDinoConfig | None = None, strict: bool = True,
+                  cache: bool = True) -> ReferDinoModel:
+    """An official `.pth` -> our model (LoRA merged, shared copies dropped; see `convert`).
+
+    cache: use the converted copy kept beside the file, and write one after a complete conversion (`cache.py`:
+    later loads skip the conversion and memory-map the weights)."""
     path = Path(path)
+    info = regular_file(path)
+    if cache and (model := load_cached(path, info, config)) is not None:
+        model.load_report = LoadReport(strict=strict)
+        model.untrained = False
+        return model.eval()
     state = read_official_state_dict(path)
     if config is None:
         config = config_from_official_state_dict(state, path.name)
     else:
         config.validate()  # again: a config can be changed after it was made, and building costs what it says
-    model = ReferDinoModel(config)
-    converted, report = convert_official_state_dict(state, model.state_dict(), config.lora_alpha, strict=strict)
-    model.load_state_dict(converted, strict=strict)
+    model = _model_to_fill(config, strict)
+    expected = model.state_dict()
+    converted, report = convert_official_state_dict(state, expected, config.lora_alpha, strict=strict)
+    del state  # the ignored keys and duplicate copies are freed; the converted tensors keep what they use
+    # Strict: every parameter is filled, so the converted tensors become the parameters (no copy).
+    converted = {k: v.to(expected[k].dtype) for k, v in converted.items()}
+    model.load_state_dict(converted, strict=strict, assign=strict)
     model.load_report = LoadReport(ignored=report.not_loaded(), left_initial=report.left_initial, strict=strict)
     model.untrained = False
+    if cache and not model.load_report.partial:
+        save_cached(path, info, model)
     return model.eval()
+
+
+def _model_to_fill(config: ReferDinoConfig, strict: bool) -> ReferDinoModel:
+    """The model a conversion fills: without initialisation when every parameter will be loaded (strict)."""
+    if strict:
+        try:
+            return empty_model(config)
+        except RuntimeError:  # a buffer transformers cannot compute: initialise as usual
+            pass
+    return ReferDinoModel(config)
 
 
 def config_from_official_state_dict(state: dict[str, torch.Tensor], filename: str = "") -> ReferDinoConfig:

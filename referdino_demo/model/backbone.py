@@ -10,8 +10,9 @@ from transformers import SwinBackbone, SwinConfig
 from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoSinePositionEmbedding
 
 from .config import ReferDinoConfig
-from .layers import grounding_dino_config
+from .layers import grounding_dino_config, use_fast_linears
 from .outputs import Trace, record
+from .swin import swin_features
 
 
 def feature_map_sizes(height: int, width: int) -> list[tuple[int, int]]:
@@ -51,6 +52,13 @@ class VisualFeatures:
 
 
 class ReferDinoBackbone(nn.Module):
+    """Swin (transformers' `SwinBackbone` modules, so the weights keep its names) with the input projections.
+
+    swin_forward: "fast" (default) runs the Swin through `swin.swin_features`, "transformers" through transformers'
+    own forward (the reference the benchmarks and tests compare against); both compute the same."""
+
+    swin_forward = "fast"
+
     def __init__(self, config: ReferDinoConfig):
         super().__init__()
         swin = config.backbone
@@ -70,10 +78,14 @@ class ReferDinoBackbone(nn.Module):
                                           nn.GroupNorm(groups, d)))
         self.input_proj = nn.ModuleList(projections)
         self.position_embedding = GroundingDinoSinePositionEmbedding(grounding_dino_config(config))
+        use_fast_linears(self)
 
     def forward(self, pixel_values: torch.Tensor, trace: Trace | None = None) -> VisualFeatures:
         """pixel_values (T, 3, h, w), normalised, no padding -> `VisualFeatures`."""
-        stages = self.swin(pixel_values).feature_maps
+        if self.swin_forward == "transformers":
+            stages = self.swin(pixel_values).feature_maps
+        else:
+            stages = swin_features(self.swin, pixel_values)
         for index, stage in enumerate(stages, start=1):
             record(trace, f"backbone.stage{index}", stage)
         stage1, stage2, stage3, stage4 = stages

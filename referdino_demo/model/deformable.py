@@ -42,8 +42,10 @@ class DeformableSampling(nn.Module):
         _, queries, _, levels, points, _ = sampling_locations.shape
         corners = levels * points * 4
         table = value.float().reshape(-1, channels)  # row (b * S + s) * heads + h
-        sizes = value_spatial_shapes.flip(-1).to(value.device)  # (levels, 2) as (w, h)
-        starts = level_start_index.to(value.device)
+        # 32-bit rows where they fit: the corner rows are the largest temporaries, half the memory traffic.
+        index = torch.int32 if table.shape[0] < 2**31 else torch.int64
+        sizes = value_spatial_shapes.flip(-1).to(value.device, index)  # (levels, 2) as (w, h)
+        starts = level_start_index.to(value.device, index)
         locations = sampling_locations.float().flatten(0, 1)  # (B*Q, heads, levels, points, 2)
         attention = attention_weights.float().flatten(0, 1)
         out = table.new_empty(batch * queries, heads * channels)
@@ -64,7 +66,8 @@ def _corner_rows_and_weights(locations: torch.Tensor, attention: torch.Tensor, s
 
     locations (R, heads, levels, points, 2) for flattened (batch, query) rows first..first+R; attention
     (R, heads, levels, points); sizes (levels, 2) as (w, h); starts (levels,) first memory index per level
-    -> rows int64 and weights float, both (R, heads, 4 * levels * points): one bag per (row, head).
+    -> rows (the dtype of `sizes`) and weights float, both (R, heads, 4 * levels * points): one bag per
+    (row, head).
     """
     heads = locations.shape[1]
     x_index, x_weight = _axis_corners(locations[..., 0], sizes[:, 0])
@@ -73,8 +76,9 @@ def _corner_rows_and_weights(locations: torch.Tensor, attention: torch.Tensor, s
     # and keeping (levels, points) innermost keeps the broadcasts contiguous.
     weights = (y_weight * attention[:, :, None])[:, :, :, None] * x_weight[:, :, None]
     device = locations.device
-    batch_of_row = torch.arange(first, first + locations.shape[0], device=device) // queries
-    base = (batch_of_row[:, None] * length * heads + torch.arange(heads, device=device)).view(-1, heads, 1, 1, 1)
+    batch_of_row = torch.arange(first, first + locations.shape[0], device=device, dtype=sizes.dtype) // queries
+    heads_range = torch.arange(heads, device=device, dtype=sizes.dtype)
+    base = (batch_of_row[:, None] * length * heads + heads_range).view(-1, heads, 1, 1, 1)
     y_rows = (starts[:, None] + y_index * sizes[:, 0, None]) * heads + base
     rows = y_rows[:, :, :, None] + (x_index * heads)[:, :, None]
     return rows.flatten(2), weights.flatten(2)
@@ -88,7 +92,7 @@ def _axis_corners(coordinate: torch.Tensor, size: torch.Tensor):
     pixel = coordinate * size - 0.5  # align_corners=False
     low = pixel.floor()
     weight = torch.stack((low + 1 - pixel, pixel - low), 2)
-    low = low.long()
+    low = low.to(size.dtype)
     index = torch.stack((low, low + 1), 2)
     inside = (index >= 0) & (index < size)
     return index * inside, weight * inside

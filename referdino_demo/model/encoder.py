@@ -1,8 +1,9 @@
 """The fusion encoder: per layer, vision-text bi-attention, the text enhancer, deformable self-attention.
 
 Reuses transformers' `GroundingDinoEncoderLayer`, which computes what the official encoder layer does
-(including the fusion's global-max subtraction and +-50000 clamp), with two faster equivalents inside:
-`FusionAttention` for the bi-attention and the gather sampler for deformable attention.
+(including the fusion's global-max subtraction and +-50000 clamp), with faster equivalents inside:
+`FusionAttention` for the bi-attention, the gather sampler for deformable attention, and oneDNN for the linear
+layers (`layers.use_fast_linears`), the FFN's ReLU fused into its first matmul.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from transformers.models.grounding_dino.modeling_grounding_dino import (
 from .backbone import VisualFeatures
 from .config import ReferDinoConfig
 from .fusion import set_fusion_attention
-from .layers import grounding_dino_config
+from .layers import grounding_dino_config, use_fast_linears
 
 
 @dataclass
@@ -57,9 +58,12 @@ class ReferDinoEncoder(nn.Module):
         self.level_embed = nn.Parameter(torch.zeros(config.num_feature_levels, config.d_model))
         self.layers = nn.ModuleList(GroundingDinoEncoderLayer(hf_config) for _ in range(config.encoder_layers))
         set_fusion_attention(self, "reassociated")
+        use_fast_linears(self)
         for layer in self.layers:
-            # The FFN's (T, S, 2048) hidden tensor is the encoder's largest: rectify it where it lies.
-            layer.deformable_layer.activation_fn = nn.ReLU(inplace=True)
+            # The FFN's (T, S, 2048) hidden tensor is the encoder's largest: its ReLU runs inside fc1's matmul
+            # instead of as one more pass over it.
+            ffn = layer.deformable_layer
+            ffn.fc1.activation, ffn.activation_fn = "relu", nn.Identity()
 
     def forward(self, visual: VisualFeatures, text_features: torch.Tensor, text_mask: torch.Tensor,
                 text_self_attention_mask: torch.Tensor, text_position_ids: torch.Tensor) -> EncoderOutput:

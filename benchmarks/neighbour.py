@@ -1,0 +1,190 @@
+"""Shared CPUs: `python -m benchmarks.neighbour [--configs tiny,swin_t] [--rounds 3] [--no-jobs]`.
+
+1. Each config's model time (`benchmarks.stages`) alone ("quiet") and beside a neighbour: another process running a
+   2-thread PyTorch loop of small matmuls with OpenMP's defaults, as another user's job would. Without the remedy
+   (`REFERDINO_OPENMP_DEFAULTS=0`: libgomp's long spin-wait) and with it (the package's `GOMP_SPINCOUNT`, see
+   `referdino_demo/threads.py`). Runs alternate, and each cell is the median over `--rounds`, so that a noisy
+   machine moves every column alike. "background CPUs" is what other processes used while the quiet runs ran.
+2. Jobs in one process (`--jobs-config`, default Swin-T on 2 frames): 1 job at a time, 2 at once through the
+   `ThreadBudget` (half the threads each), and 2 at once without it (each with every thread), in jobs/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# The runs: config -> (frames, stages arguments); the tiny model at short side 160, Swin-T at 360x640.
+RUNS = {"tiny": ["--frames", "8"], "swin_t": ["--frames", "4"], "swin_b": ["--frames", "4"]}
+# As benchmarks.common, imported only where a model runs: the neighbour itself is plain torch.
+SHORT_SIDE = {"tiny": 160, "swin_t": 360, "swin_b": 360}
+SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "REFERDINO_OPENMP_DEFAULTS")
+
+
+def _environment(remedy: bool) -> dict[str, str]:
+    """This environment without the OpenMP settings, then the package's (remedy) or OpenMP's own (not)."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    if not remedy:
+        env["REFERDINO_OPENMP_DEFAULTS"] = "0"
+    return env
+
+
+def neighbour_loop(seconds: float, size: int = 256) -> None:
+    """The neighbour: 2 torch threads multiplying `size` x `size` matrices for `seconds`."""
+    import torch
+
+    torch.set_num_threads(2)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(100):
+            torch.mm(a, b)
+
+
+def _cpu_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (0, 0 where unreadable)."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def model_seconds(config: str, remedy: bool, neighbour: bool) -> tuple[float, float]:
+    """(model seconds of one `benchmarks.stages` run, CPUs used by other processes meanwhile (quiet runs))."""
+    env = _environment(remedy)
+    other = None
+    if neighbour:
+        other = subprocess.Popen([sys.executable, "-m", "benchmarks.neighbour", "--neighbour", "3600"],
+                                 env=_environment(remedy=False))
+        time.sleep(1.0)  # its threads are up and spinning
+    busy, children, start = _cpu_busy()[0], _children_cpu(), time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.stages", "--config", config, *RUNS[config],
+                               "--no-flops"], env=env, capture_output=True, text=True, check=True)
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait()
+    background = (_cpu_busy()[0] - busy - (_children_cpu() - children)) / (time.monotonic() - start)
+    return json.loads(done.stdout.strip().splitlines()[-1])["model_seconds"], background
+
+
+def neighbour_table(configs: list[str], rounds: int) -> None:
+    print(f"\n## Beside a 2-thread PyTorch neighbour on {os.cpu_count()} CPUs (median of {rounds} alternating rounds)")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'config':8s} {'remedy':7s} {'quiet s':>8s} {'neighbour s':>11s} {'ratio':>6s} {'background CPUs':>15s}")
+    for config in configs:
+        times: dict[tuple[bool, bool], list[float]] = {}
+        background: list[float] = []
+        for _ in range(rounds):
+            for remedy in (False, True):
+                for neighbour in (False, True):
+                    seconds, others = model_seconds(config, remedy, neighbour)
+                    times.setdefault((remedy, neighbour), []).append(seconds)
+                    if not neighbour:
+                        background.append(others)
+        quiet = {}
+        for remedy in (False, True):
+            quiet[remedy] = statistics.median(times[remedy, False])
+            busy = statistics.median(times[remedy, True])
+            print(f"{config:8s} {'with' if remedy else 'without':7s} {quiet[remedy]:8.3f} {busy:11.3f} "
+                  f"{busy / quiet[remedy]:6.2f} {statistics.median(background):15.2f}")
+        print(f"{config:8s} remedy cost when quiet: {quiet[True] / quiet[False] - 1:+.1%}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def jobs_throughput(config: str, frames: int, jobs: int = 4) -> dict:
+    """In this process: `jobs` jobs (`config` on `frames` frames) one at a time, two at once through a
+    `ThreadBudget`, two at once without it; -> jobs/s of each."""
+    import threading
+
+    import torch
+
+    from referdino_demo.model.schedule import run_schedule
+    from referdino_demo.preprocess.frames import preprocess_frames
+    from referdino_demo.threads import ThreadBudget
+
+    from .common import build, clip, text
+
+    model = build(config)
+    pixels = preprocess_frames(clip(frames), SHORT_SIDE[config])
+    budget = ThreadBudget()
+
+    @torch.inference_mode()
+    def job(use_budget: bool) -> None:
+        if use_budget:
+            with budget.job():
+                run_schedule(model, lambda: iter([pixels]), [model.encode_text(text())])
+        else:
+            run_schedule(model, lambda: iter([pixels]), [model.encode_text(text())])
+
+    def run(parallel: int, use_budget: bool) -> float:
+        def worker(count: int) -> None:
+            for _ in range(count):
+                job(use_budget)
+
+        threads = [threading.Thread(target=worker, args=(jobs // parallel,)) for _ in range(parallel)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return jobs / (time.perf_counter() - start)
+
+    job(True)  # warm-up
+    return {"threads": budget.total, "one_at_a_time": run(1, True), "two_budget": run(2, True),
+            "two_unbudgeted": run(2, False)}
+
+
+def jobs_table(config: str, frames: int) -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.neighbour", "--jobs", config, "--jobs-frames",
+                           str(frames)], env=_environment(remedy=True), capture_output=True, text=True, check=True)
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    one = run["one_at_a_time"]
+    print(f"\n## Jobs in one process: {config}, {frames} frames at short side {SHORT_SIDE[config]}, a budget of "
+          f"{run['threads']} threads")
+    print(f"{'':34s} {'jobs/s':>7s} {'x one at a time':>15s}")
+    for name, label in (("one_at_a_time", "1 at a time (all threads)"),
+                        ("two_budget", "2 at once, thread budget (shared)"),
+                        ("two_unbudgeted", "2 at once, no budget (each all)")):
+        print(f"{label:34s} {run[name]:7.2f} {run[name] / one:15.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="tiny,swin_t")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-jobs", action="store_true", help="skip the jobs-in-one-process table")
+    parser.add_argument("--jobs-config", default="swin_t", help="the model of the jobs table")
+    parser.add_argument("--jobs-frames", type=int, default=2, help="frames per job in the jobs table")
+    parser.add_argument("--neighbour", type=float, help=argparse.SUPPRESS)  # be the neighbour for this many seconds
+    parser.add_argument("--jobs", help=argparse.SUPPRESS)  # the jobs measurement of this config, here
+    args = parser.parse_args()
+    if args.neighbour:
+        neighbour_loop(args.neighbour)
+    elif args.jobs:
+        print(json.dumps(jobs_throughput(args.jobs, args.jobs_frames)))
+    else:
+        neighbour_table(args.configs.split(","), args.rounds)
+        if not args.no_jobs:
+            jobs_table(args.jobs_config, args.jobs_frames)
+
+
+if __name__ == "__main__":
+    main()
