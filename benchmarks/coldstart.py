@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ def official_checkpoint(path: Path, manifest: str = "ytvos_swinb", seed: int = 0
     (`{"model_state_dict": ...}`); copies of shared modules hold the same values, as in a real file."""
     import torch
 
-    from referdino_demo.checkpoints.convert import ALIASES, _temporal_aliases
+    from referdino_demo.checkpoints.convert import alias_keys
 
     keys = json.loads((MANIFESTS / f"{manifest}.json").read_text())["keys"]
     generator = torch.Generator().manual_seed(seed)
@@ -38,12 +37,7 @@ def official_checkpoint(path: Path, manifest: str = "ytvos_swinb", seed: int = 0
             state[key] = torch.randn(shape, generator=generator, dtype=dtype) * 0.02
         else:
             state[key] = torch.zeros(shape, dtype=dtype)
-    aliases = _temporal_aliases(state)
-    for key in state:
-        for pattern, canonical in ALIASES:
-            if re.match(pattern, key):
-                aliases[key] = re.sub(pattern, canonical, key)
-    for alias, canonical in aliases.items():
+    for alias, canonical in alias_keys(state).items():
         state[alias] = state[canonical]
     torch.save({"model_state_dict": state}, path)
     return path

@@ -275,14 +275,19 @@ def convert_official_state_dict(official: dict[str, torch.Tensor], expected: dic
     return fit.matching, report
 
 
-def _drop_aliases(state: dict[str, torch.Tensor], report: ConversionReport, strict: bool) -> None:
-    """Drop the duplicate copies of shared modules after checking that they equal the canonical key."""
+def alias_keys(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """The keys of `state` that are copies of a shared module, each with the canonical key it duplicates."""
     aliases = _temporal_aliases(state)
     for key in state:
         for pattern, canonical in ALIASES:
             if re.match(pattern, key):
                 aliases[key] = re.sub(pattern, canonical, key)
-    for alias, canonical in aliases.items():
+    return aliases
+
+
+def _drop_aliases(state: dict[str, torch.Tensor], report: ConversionReport, strict: bool) -> None:
+    """Drop the duplicate copies of shared modules after checking that they equal the canonical key."""
+    for alias, canonical in alias_keys(state).items():
         problem = None
         if canonical not in state:
             problem = f"checkpoint key {alias} duplicates {canonical}, which is missing"
