@@ -11,6 +11,8 @@ own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT apply when --host / --port are not g
 model and starts no server.
 """
 
+import referdino_demo  # first: it sets OpenMP's spin count, read once when `spaces` or anything else loads torch
+
 try:  # ZeroGPU: `spaces` must be imported before anything initialises CUDA
     import spaces  # noqa: F401
 except ImportError:
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parent
 def parse_args(argv=None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description="ReferDINO referring video object segmentation in the browser")
+    parser.add_argument("--version", action="version", version=f"referdino-demo {referdino_demo.__version__}")
     parser.add_argument("--checkpoint", default=default_checkpoint(),
                         help=f"Hub name, released file, local .pth/folder or '{TINY_RANDOM}' (env {CHECKPOINT_ENV})")
     parser.add_argument("--random-weights", action="store_true", default=environment_flag("REFERDINO_RANDOM_WEIGHTS"),

@@ -5,6 +5,8 @@ matrix products, convolutions and attention (2 per multiply-add) and nothing els
 softmax and the deformable sampling (`embedding_bag` gathers) cost time but count 0. A stage's achieved GFLOP/s
 against `matmul_gflops` (a large matmul on the same machine, same threads, same run, the faster of torch's and
 oneDNN's) says how far it is from what the machine can do: near 1 it is compute-bound matmuls; low, its time goes to memory traffic or small ops.
+`TimeSplit` says which: the share of each stage's time in matmul kernels and in the deformable sampling (memory-bound
+gathers), from a profiled pass.
 """
 
 from __future__ import annotations
@@ -69,18 +71,83 @@ class FlopCounting(StageHooks):
         self.flops[name] = self.flops.get(name, 0) + counter.get_total_flops()
 
 
+# The kernels that do a stage's counted operations: matrix products, convolutions, attention.
+MATMUL_KERNELS = frozenset({
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise", "aten::mkldnn_convolution",
+    "aten::thnn_conv2d", "aten::_slow_conv2d_forward", "aten::_scaled_dot_product_flash_attention_for_cpu"})
+
+
+class TimeSplit(StageHooks):
+    """Splits each stage's time into its parts: "matmul" (the `MATMUL_KERNELS`' own time), "sampling" (inside
+    `model.deformable.PROFILER_LABEL`) and "total", in seconds added to `split[name]`, from one `torch.profiler` run
+    around `profiled()` (CPU). Profiling slows small ops down, so the benchmarks use the parts' shares of "total",
+    not their seconds."""
+
+    def __init__(self, split: dict[str, dict[str, float]]):
+        super().__init__()
+        self.split = split
+
+    def stage(self, name: str):
+        return torch.profiler.record_function(f"{_STAGE}{name}")
+
+    @contextlib.contextmanager
+    def profiled(self):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            yield
+        for event in profile.events():
+            if event.name.startswith(_STAGE):
+                parts = self.split.setdefault(event.name.removeprefix(_STAGE),
+                                              {"matmul": 0.0, "sampling": 0.0, "total": 0.0})
+                parts["total"] += event.cpu_time_total / 1e6
+                for inner in _descendants(event):
+                    if inner.name in MATMUL_KERNELS:
+                        parts["matmul"] += inner.self_cpu_time_total / 1e6
+                    elif inner.name == _sampling_label():
+                        parts["sampling"] += inner.cpu_time_total / 1e6
+
+
+_STAGE = "stage "
+
+
+def _sampling_label() -> str:
+    from referdino_demo.model.deformable import PROFILER_LABEL
+
+    return PROFILER_LABEL
+
+
+def _descendants(event):
+    """Every event inside `event` (children first found, then theirs), skipping below a sampling range: its time
+    counts once, as sampling."""
+    stack = list(event.cpu_children)
+    while stack:
+        inner = stack.pop()
+        yield inner
+        if inner.name != _sampling_label():
+            stack.extend(inner.cpu_children)
+
+
 def flop_table(seconds: dict[str, float], flops: dict[str, int], matmul: dict[str, float],
-               dtype: str = "float32") -> str:
+               dtype: str = "float32", split: dict[str, dict[str, float]] | None = None) -> str:
     """One line per stage with operations: GFLOP, seconds, achieved GFLOP/s and its share of the fastest matmul in
-    `matmul` (`matmul_gflops`)."""
+    `matmul` (`matmul_gflops`); with a `TimeSplit`'s `split`, also the shares of the stage's time in matmul kernels
+    and in deformable sampling, and the GFLOP/s of the matmul kernels alone (what the stage would reach if all its
+    time went to them)."""
     peak_gflops = max(matmul.values())
-    lines = [f"{'stage':18s} {'GFLOP':>8s} {'seconds':>8s} {'GFLOP/s':>8s} {'of matmul':>9s}"]
+    header = f"{'stage':18s} {'GFLOP':>8s} {'seconds':>8s} {'GFLOP/s':>8s} {'of matmul':>9s}"
+    if split:
+        header += f" {'in matmul':>9s} {'matmul GFLOP/s':>14s} {'of matmul':>9s} {'sampling':>8s}"
+    lines = [header]
     for name, count in flops.items():
         if name not in seconds:
             continue
         achieved = count / seconds[name] / 1e9
-        lines.append(f"{name:18s} {count / 1e9:8.2f} {seconds[name]:8.3f} {achieved:8.1f} "
-                     f"{achieved / peak_gflops:9.1%}")
+        line = f"{name:18s} {count / 1e9:8.2f} {seconds[name]:8.3f} {achieved:8.1f} {achieved / peak_gflops:9.1%}"
+        if split and name in split and split[name]["total"] > 0:
+            parts = split[name]
+            in_matmul, sampling = parts["matmul"] / parts["total"], parts["sampling"] / parts["total"]
+            kernels = count / (in_matmul * seconds[name]) / 1e9 if in_matmul > 0 else float("nan")
+            line += f" {in_matmul:9.1%} {kernels:14.1f} {kernels / peak_gflops:9.1%} {sampling:8.1%}"
+        lines.append(line)
     total_flops = sum(flops.values())
     total_seconds = sum(seconds[name] for name in flops if name in seconds)
     achieved = total_flops / total_seconds / 1e9

@@ -5,13 +5,15 @@
    (`REFERDINO_OPENMP_DEFAULTS=0`: libgomp's long spin-wait) and with it (the package's `GOMP_SPINCOUNT`, see
    `referdino_demo/threads.py`). Runs alternate, and each cell is the median over `--rounds`, so that a noisy
    machine moves every column alike. "background CPUs" is what other processes used while the quiet runs ran.
-2. Jobs in one process (`--jobs-config`, default Swin-T on 2 frames): 1 job at a time, 2 at once through the
-   `ThreadBudget` (half the threads each), and 2 at once without it (each with every thread), in jobs/s.
+2. Jobs in one process (`--jobs-config`, default Swin-T on 2 frames) through `ReferDinoPredictor.segment`, as the
+   app's workers run them (`app.py --concurrency 2`): 1 job at a time, 2 at once sharing the `ThreadBudget` (half the
+   threads each), and 2 at once each with every thread (as before the budget), in jobs/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -110,44 +112,38 @@ def neighbour_table(configs: list[str], rounds: int) -> None:
 
 
 def jobs_throughput(config: str, frames: int, jobs: int = 4) -> dict:
-    """In this process: `jobs` jobs (`config` on `frames` frames) one at a time, two at once through a
-    `ThreadBudget`, two at once without it; -> jobs/s of each."""
+    """In this process, through `ReferDinoPredictor.segment` (what the app's worker threads call): `jobs` jobs
+    (`config` on `frames` frames) one at a time, two at once sharing the process's `ThreadBudget`, and two at once
+    each with every thread (the budget's share replaced by its total, as before it existed); -> jobs/s of each."""
     import threading
+    from unittest import mock
 
-    import torch
-
-    from referdino_demo.model.schedule import run_schedule
-    from referdino_demo.preprocess.frames import preprocess_frames
+    from referdino_demo import predictor as predictor_module
+    from referdino_demo.preprocess.text import synthetic_tokenizer
     from referdino_demo.threads import ThreadBudget
 
-    from .common import build, clip, text
+    from .common import build, clip
 
-    model = build(config)
-    pixels = preprocess_frames(clip(frames), SHORT_SIDE[config])
-    budget = ThreadBudget()
+    segmenter = predictor_module.ReferDinoPredictor(build(config), synthetic_tokenizer(), device="cpu")
+    video = clip(frames)
+    budget = predictor_module.default_budget()
 
-    @torch.inference_mode()
-    def job(use_budget: bool) -> None:
-        if use_budget:
-            with budget.job():
-                run_schedule(model, lambda: iter([pixels]), [model.encode_text(text())])
-        else:
-            run_schedule(model, lambda: iter([pixels]), [model.encode_text(text())])
-
-    def run(parallel: int, use_budget: bool) -> float:
+    def run(parallel: int, shared: bool) -> float:
         def worker(count: int) -> None:
             for _ in range(count):
-                job(use_budget)
+                segmenter.segment(video, "the red ball moving to the left", short_side=SHORT_SIDE[config])
 
         threads = [threading.Thread(target=worker, args=(jobs // parallel,)) for _ in range(parallel)]
+        unshared = mock.patch.object(ThreadBudget, "share_of", lambda self, job: self.total)
         start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        with contextlib.nullcontext() if shared else unshared:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
         return jobs / (time.perf_counter() - start)
 
-    job(True)  # warm-up
+    run(1, True)  # warm-up
     return {"threads": budget.total, "one_at_a_time": run(1, True), "two_budget": run(2, True),
             "two_unbudgeted": run(2, False)}
 

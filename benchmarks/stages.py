@@ -1,7 +1,8 @@
 """Time every stage of the model on the same frames: `python -m benchmarks.stages --config tiny`.
 
 Prints a table of each stage's floating-point operations and achieved GFLOP/s against the machine's matmul
-throughput (`benchmarks.flops`; counted in one extra pass, `--no-flops` skips it), then one JSON line: seconds per
+throughput, with the share of each stage's time in matmul kernels and in deformable sampling (`benchmarks.flops`;
+counted and profiled in two extra passes, `--no-flops` skips them), then one JSON line: seconds per
 stage, frames/second end to end, peak RSS, and the counts behind the table.
 """
 
@@ -26,7 +27,7 @@ from referdino_demo.preprocess.frames import preprocess_frames
 from referdino_demo.results import ExpressionResult
 
 from .common import SHORT_SIDE, build, clip, peak_rss_mb, text, timer
-from .flops import FlopCounting, flop_table, matmul_gflops
+from .flops import FlopCounting, TimeSplit, flop_table, matmul_gflops
 
 
 class _Timing(StageHooks):
@@ -67,8 +68,12 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
             t.clear()
         video, hooks = run(_Timing(t, device), t)
     counts: dict[str, int] = {}
-    if flops:  # after the timed passes: counting slows each op down
+    split: dict[str, dict[str, float]] = {}
+    if flops:  # after the timed passes: counting and profiling slow each op down
         run(FlopCounting(counts), {})
+        timing = TimeSplit(split)
+        with timing.profiled():
+            run(timing, {})
     logits, boxes, masks = video.logits.float(), video.boxes.float(), hooks.masks(0).float()
     with timer(t, "postprocess"):
         scores = frame_scores(logits)
@@ -102,6 +107,7 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
               "final_queries": int(logits.shape[1])}
     if flops:
         result["flops"] = counts
+        result["split"] = split
         result["matmul_gflops"] = matmul_gflops(device, dtype)
     return result
 
@@ -129,7 +135,7 @@ def main() -> None:
                          swin=args.swin, linears=args.linears)
     if "flops" in result:
         print(f"## {args.config}: {args.frames} frames on {args.device} ({args.dtype}), {result['threads']} threads")
-        print(flop_table(result["seconds"], result["flops"], result["matmul_gflops"], args.dtype))
+        print(flop_table(result["seconds"], result["flops"], result["matmul_gflops"], args.dtype, result["split"]))
     print(json.dumps(result))
 
 

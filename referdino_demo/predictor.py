@@ -14,6 +14,7 @@ frames and collects the results.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import traceback
@@ -41,6 +42,7 @@ from .preprocess.frames import check_input_size, preprocess_frames, resized_size
 from .preprocess.text import (MAX_EXPRESSION_CHARS, caption_for, load_tokenizer, quoted, synthetic_tokenizer, tokenize,
                               validate_expressions)
 from .results import ExpressionResult, VideoSegmentation
+from .threads import default_budget
 
 Progress = Callable[[float, str], None]
 
@@ -220,10 +222,11 @@ class ReferDinoPredictor:
         truncated = [text.truncated or len(e) >= MAX_EXPRESSION_CHARS for e, text in zip(expressions, texts)]
         total = len(frames)
         source = _PixelSource(FrameCache(frames, plan.frame_cache_mb), short_side, chunk_size, self.device)
-        hooks = _SegmentHooks(progress, total, num_candidates, multi_target)
-        videos = run_schedule(self.model, source, [self.model.encode_text(text) for text in texts],
-                              query_decay=query_decay, keep_features=plan.keep_features, autocast=self._autocast,
-                              hooks=hooks)
+        with self._threads() as refresh:
+            hooks = _SegmentHooks(progress, total, num_candidates, multi_target, refresh)
+            videos = run_schedule(self.model, source, [self.model.encode_text(text) for text in texts],
+                                  query_decay=query_decay, keep_features=plan.keep_features,
+                                  autocast=self._autocast, hooks=hooks)
         notes = [frames.info.summary()] if frames.info.subsampled else []
         notes += [self.partial_load] if self.partial_load else []
         if len(source.decoded) < total:  # corrupt packets: the result has the frames that were really decoded
@@ -271,6 +274,17 @@ class ReferDinoPredictor:
             raise InputLimitError(f"the frames are too small: a {w}x{h} model input gives {tokens} encoder tokens, "
                                   f"fewer than the model's {self.model.config.num_queries} queries; use a larger "
                                   f"short side (now {short_side}; the official size is {DEFAULT_SHORT_SIDE})")
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[Callable[[], object]]:
+        """On a CPU, run the body as one job of the process's `ThreadBudget` (concurrent `segment` calls share the
+        CPUs instead of each starting a thread per core) and yield the job's `refresh`, for the hooks to follow
+        later arrivals and departures between chunks; elsewhere a no-op."""
+        if self.device.type != "cpu":
+            yield lambda: None
+            return
+        with default_budget().job() as job:
+            yield job.refresh
 
     def _autocast(self):
         enabled = self.dtype != torch.float32
@@ -333,8 +347,10 @@ class _SegmentHooks(StageHooks):
     """One `segment` call's view of the schedule: progress (70% for step 1, 30% for the masks), the official
     scores and candidate choice of each expression, and only the candidates' mask logits, as float16 on the CPU."""
 
-    def __init__(self, progress: Progress | None, total: int, num_candidates: int, multi_target: float | None):
+    def __init__(self, progress: Progress | None, total: int, num_candidates: int, multi_target: float | None,
+                 refresh: Callable[[], object] = lambda: None):
         super().__init__()
+        self.refresh = refresh  # the thread budget's: between chunks, the job takes its current share of the CPUs
         self.report = progress or (lambda fraction, message: None)
         self.total, self.detected = total, 0
         self.num_candidates, self.multi_target = num_candidates, multi_target
@@ -343,6 +359,7 @@ class _SegmentHooks(StageHooks):
         self.logits: dict[int, list[np.ndarray]] = {}  # per expression, (K, t, h/4, w/4) per chunk
 
     def frames_detected(self, end: int) -> None:
+        self.refresh()
         self.detected = end
         self.report(0.7 * end / self.total, f"encoded {end}/{self.total} frames")
 
@@ -355,4 +372,5 @@ class _SegmentHooks(StageHooks):
         self.logits.setdefault(expression, []).append(chosen.float().cpu().numpy().astype(np.float16))
 
     def frames_decoded(self, end: int) -> None:
+        self.refresh()
         self.report(0.7 + 0.3 * end / self.detected, f"decoded masks of {end}/{self.detected} frames")

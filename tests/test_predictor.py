@@ -253,3 +253,43 @@ def test_reduced_precision_path_runs_and_stays_within_bf16_error(predictor, clip
     assert seen == [torch.float32, torch.bfloat16]  # the sampler was given bf16 values (and upcasts them)
     for a, b in ((reduced.memory, reference.memory), (reduced.text, reference.text)):
         assert (a.float() - b).norm() / b.norm() < 0.03  # bf16 has 8 bits of mantissa: ~0.4% a rounding
+
+
+def test_segment_runs_as_one_job_of_the_process_thread_budget(predictor, clip, monkeypatch):
+    """Concurrent calls share the CPUs: beside another job of a 2-thread budget the model runs on 1 thread, alone
+    on both, and the caller's thread count is restored afterwards."""
+    import threading
+
+    import torch
+
+    from referdino_demo import predictor as predictor_module
+    from referdino_demo.threads import ThreadBudget
+
+    budget = ThreadBudget(2)
+    monkeypatch.setattr(predictor_module, "default_budget", lambda: budget)
+    seen = []
+    hook = predictor.model.backbone.register_forward_hook(
+        lambda *args: seen.append((torch.get_num_threads(), budget.running)))
+    held, release = threading.Event(), threading.Event()
+
+    def other_job():
+        with budget.job():
+            held.set()
+            release.wait(60)
+
+    before = torch.get_num_threads()
+    other = threading.Thread(target=other_job)
+    other.start()
+    try:
+        held.wait(60)
+        predictor.segment(clip[:2], "the red square", short_side=SHORT)
+        shared = seen[:]
+    finally:
+        release.set()
+        other.join()
+    seen.clear()
+    predictor.segment(clip[:2], "the red square", short_side=SHORT)
+    hook.remove()
+    assert shared and set(shared) == {(1, 2)}
+    assert seen and set(seen) == {(2, 1)}
+    assert torch.get_num_threads() == before and budget.running == 0
