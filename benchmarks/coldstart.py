@@ -5,6 +5,10 @@ from the key manifest in `../shared/parity/manifests`, LoRA unmerged, shared mod
 loads it with `load_model` in a fresh process three times: the first load converts it and writes the converted
 cache beside it, the second and third load the cache. Each line gives the seconds from the process's start to a
 loaded model (imports included), the `load_model` call alone, and the process's peak memory.
+
+Then the app (`app.py --checkpoint` that file, on a free port) is started twice more, from a fresh copy of the file
+(so its first start converts): for each start, the seconds from launch until the server answers and until the app
+logs that the model is ready (it loads the default checkpoint while the server starts).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pathlib import Path
 from .common import peak_rss_mb, run_isolated
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "shared" / "parity" / "manifests"
+VOCAB = MANIFESTS.parent / "vocab.txt"  # bert-base-uncased's vocabulary: the app must not try the Hub
+APP = Path(__file__).resolve().parents[1] / "app.py"
 
 
 def official_checkpoint(path: Path, manifest: str = "ytvos_swinb", seed: int = 0) -> Path:
@@ -54,6 +60,50 @@ def measure(path: str, started: float) -> dict:
             "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
+def app_start(path: Path, vocab: Path, cache: Path, timeout_s: float = 600) -> dict:
+    """Launch `app.py` on `path`; -> seconds from launch until its server answers and until it logs "model ready"."""
+    import os
+    import socket
+    import subprocess
+    import threading
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, REFERDINO_CACHE=str(cache), GRADIO_ANALYTICS_ENABLED="False")
+    begin = time.monotonic()
+    app = subprocess.Popen([sys.executable, str(APP), "--checkpoint", str(path), "--vocab", str(vocab), "--port",
+                            str(port)], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    times: dict[str, float] = {}
+
+    def poll_server() -> None:
+        while app.poll() is None and time.monotonic() - begin < timeout_s:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                times["server_s"] = time.monotonic() - begin
+                return
+            except OSError:
+                time.sleep(0.1)
+
+    poller = threading.Thread(target=poll_server, daemon=True)
+    poller.start()
+    try:
+        for line in app.stderr:  # the log: "model ready" comes once the weights are loaded
+            if "model ready" in line:
+                times["model_ready_s"] = time.monotonic() - begin
+                break
+            if time.monotonic() - begin > timeout_s:
+                break
+        poller.join(max(0.0, timeout_s - (time.monotonic() - begin)))
+    finally:
+        app.kill()
+        app.wait()
+    if len(times) < 2:
+        raise RuntimeError(f"the app did not get ready within {timeout_s:.0f} s: {times}")
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", default="ytvos_swinb", help="a key manifest in ../shared/parity/manifests")
@@ -74,6 +124,15 @@ def main() -> None:
         for name in ("first", "second", "third"):
             run = run_isolated("benchmarks.coldstart", "--load", str(path), "--started", str(time.time()))
             print(f"{name:8s} {run['ready_s']:8.2f} {run['load_model_s']:12.2f} {run['peak_rss_mb']:9.0f}")
+            sys.stdout.flush()
+        fresh = Path(folder) / "app" / path.name
+        fresh.parent.mkdir()
+        path.rename(fresh)
+        print("\n## the app's start with that checkpoint (a fresh copy: the first start converts it)")
+        print(f"{'start':8s} {'server s':>9s} {'model ready s':>13s}")
+        for name in ("first", "second"):
+            run = app_start(fresh, VOCAB, Path(folder) / "cache")
+            print(f"{name:8s} {run['server_s']:9.2f} {run['model_ready_s']:13.2f}")
             sys.stdout.flush()
 
 
