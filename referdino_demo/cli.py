@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--effect-expression", metavar="TEXT_OR_INDEX",
                      help="the expression whose object the effects and the cut-out show: its text or its index "
                           "among the -e options, from 0 (default: the first)")
+    seg.add_argument("--no-audio", action="store_true",
+                     help="render the videos without the source's sound (default: keep the sound of the time the "
+                          "processed frames cover)")
     seg.set_defaults(handler=run_segment)
 
     download = commands.add_parser("download", help="fetch a checkpoint and the tokenizer into the HF cache")
@@ -118,7 +121,8 @@ def run_segment(args) -> int:
     check_output_folder(args.out)
     pick_dtype(pick_device(args.device), args.dtype)
     settings = RenderSettings(args.threshold, multi_target=args.multi_target, feather=args.feather,
-                              effect_expression=effect_expression(args.effect_expression, expressions))
+                              effect_expression=effect_expression(args.effect_expression, expressions),
+                              audio=not args.no_audio)
     video = FrameSelection(stride=args.stride, start_s=args.start, end_s=args.end,
                            max_frames=args.max_frames).open(args.video)
     check_input_size(video.info.height, video.info.width, args.short_side, args.max_long_side, Path(args.video).name)

@@ -41,7 +41,9 @@ class RenderSettings:
     the shown query only), the `opacity` of the overlay and heatmap (None: each renderer's default), the
     `expression` (text or index) the heatmap shows (None: the first), the `effect_expression` whose object the
     effects and cut-outs show (None: the first) and their soft edge width `feather` in pixels (None: each effect's
-    default). Checked when made (`options.OPTIONS`)."""
+    default), and whether the overlay, heatmap and effect videos keep the source's sound, `audio` (see `io/audio.py`:
+    the sound of the time the processed frames cover; a source without any gives silent videos). Checked when made
+    (`options.OPTIONS`)."""
 
     threshold: float = 0.5
     multi_target: float | None = None
@@ -49,11 +51,14 @@ class RenderSettings:
     expression: str | int | None = None
     effect_expression: str | int | None = None
     feather: float | None = None
+    audio: bool = True
 
     def __post_init__(self) -> None:
         for name in ("threshold", "multi_target", "opacity", "feather"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else check_option(name, value))
+        if not isinstance(self.audio, bool):
+            raise ConfigError(f"audio must be True or False, got {self.audio!r}")
 
     def key(self, names: tuple[str, ...]) -> tuple:
         return tuple(getattr(self, name) for name in names)
@@ -70,16 +75,24 @@ class RenderSettings:
         """`feather=` for an effect or the cut-out export, or nothing for its default."""
         return {} if self.feather is None else {"feather": self.feather}
 
+    def audio_option(self, view: "ResultView") -> dict:
+        """`audio=` for a video renderer: the sound of `view`'s frames, or None without `audio`."""
+        from .io.audio import AudioTrack
+
+        return {"audio": AudioTrack.of(view.frames) if self.audio else None}
+
 
 @dataclass(frozen=True)
 class Export:
     """One kind of file a result is exported as: its file name (the same in every front end), a label for
-    buttons and lists, the `RenderSettings` fields it depends on, and its writer `write(view, path, settings)`."""
+    buttons and lists, the `RenderSettings` fields it depends on, and its writer `write(view, path, settings)`;
+    None for an effect video, which `ResultView.effect_video` draws (so that it and `write("effect:NAME")` share
+    one memo)."""
 
     file_name: str
     label: str
     depends: tuple[str, ...]
-    write: Callable[["ResultView", Path, RenderSettings], Path]
+    write: Callable[["ResultView", Path, RenderSettings], Path] | None
 
 
 def _png(view: "ResultView", path: Path, settings: RenderSettings) -> Path:
@@ -110,14 +123,15 @@ def _overlay(view: "ResultView", path: Path, settings: RenderSettings) -> Path:
     from .render import render_overlay_video
 
     return render_overlay_video(view.segmentation, view.iter_frames(), path, **settings.mask_options(),
-                                **settings.opacity_option())
+                                **settings.opacity_option(), **settings.audio_option(view))
 
 
 def _heatmap(view: "ResultView", path: Path, settings: RenderSettings) -> Path:
     from .render import render_heatmap_video
 
     return render_heatmap_video(view.segmentation, view.iter_frames(), path, expression=settings.expression,
-                                threshold=settings.threshold, **settings.opacity_option())
+                                threshold=settings.threshold, **settings.opacity_option(),
+                                **settings.audio_option(view))
 
 
 def _cutout(view: "ResultView", path: Path, settings: RenderSettings) -> Path:
@@ -127,24 +141,13 @@ def _cutout(view: "ResultView", path: Path, settings: RenderSettings) -> Path:
                              **settings.mask_options(), **settings.feather_option())
 
 
-def _write_effect(view: "ResultView", path: Path, settings: RenderSettings, effect: "Effect") -> Path:
-    from .render.effects import render_effect_video
-
-    return render_effect_video(view.segmentation, view.iter_frames(), path, effect,
-                               expression=settings.effect_expression, **settings.mask_options())
-
-
 def _effect_export(name: str) -> Export:
-    """The export `effect:NAME`: the effect's video, with `settings.feather` (else the effect's defaults)."""
-    def write(view: "ResultView", path: Path, settings: RenderSettings) -> Path:
-        from .render.effects import make_effect
-
-        return _write_effect(view, path, settings, make_effect(name, **settings.feather_option()))
-
+    """The export `effect:NAME`: the effect's video, with `settings.feather` (else the effect's defaults), drawn by
+    `ResultView.effect_video`."""
+    depends = (*EFFECT_VIDEO, "feather")
     if name == "cutout":
-        return Export(f"cutout{_alpha_suffix()}", f"cut-out video ({_alpha_suffix()[1:]}, alpha)", EFFECT_DEPENDS,
-                      write)
-    return Export(f"effect_{name}.mp4", f"{name} video (mp4)", EFFECT_DEPENDS, write)
+        return Export(f"cutout{_alpha_suffix()}", f"cut-out video ({_alpha_suffix()[1:]}, alpha)", depends, None)
+    return Export(f"effect_{name}.mp4", f"{name} video (mp4)", depends, None)
 
 
 def _alpha_suffix() -> str:
@@ -156,8 +159,11 @@ def _alpha_suffix() -> str:
 
 
 MASKS = ("threshold", "multi_target")
+OVERLAY = (*MASKS, "opacity")  # what an overlay drawing depends on; its video also on "audio"
+HEATMAP = ("threshold", "opacity", "expression")
 EFFECT_MASKS = (*MASKS, "effect_expression")  # what an effect drawing depends on besides the renderer
 EFFECT_DEPENDS = (*EFFECT_MASKS, "feather")
+EFFECT_VIDEO = (*EFFECT_MASKS, "audio")  # what an effect video depends on besides the renderer
 # The keys of `render.effects.EFFECTS`, named here so that this table loads without the renderers (a test checks
 # that the two agree). Effect NAME is the export kind `effect:NAME`.
 EFFECT_NAMES = ("blur", "pixelate", "fill", "desaturate", "spotlight", "cutout")
@@ -166,8 +172,8 @@ EXPORTS: dict[str, Export] = {
     "palette": Export("palette.zip", "palette PNGs (zip)", MASKS, _palette),
     "rle": Export("masks_rle.json", "COCO RLE (json)", MASKS, _rle),
     "csv": Export("scores.csv", "scores (csv)", MASKS, _csv),
-    "overlay": Export("overlay.mp4", "overlay video (mp4)", (*MASKS, "opacity"), _overlay),
-    "heatmap": Export("heatmap.mp4", "heatmap video (mp4)", ("threshold", "opacity", "expression"), _heatmap),
+    "overlay": Export("overlay.mp4", "overlay video (mp4)", (*OVERLAY, "audio"), _overlay),
+    "heatmap": Export("heatmap.mp4", "heatmap video (mp4)", (*HEATMAP, "audio"), _heatmap),
     "cutout": Export("cutout.zip", "cut-out RGBA PNGs (zip)", EFFECT_DEPENDS, _cutout),
     **{f"effect:{name}": _effect_export(name) for name in EFFECT_NAMES},
 }
@@ -285,7 +291,7 @@ class ResultView:
         """Frame `index` with every expression's mask, (H, W, 3) uint8 RGB, memoised."""
         from .render import render_frame
 
-        key = ("overlay", index, *settings.key(EXPORTS["overlay"].depends))
+        key = ("overlay", index, *settings.key(OVERLAY))
         return self._image(key, lambda: render_frame(self.segmentation, self.frame(index), index,
                                                      **settings.mask_options(), **settings.opacity_option()))
 
@@ -294,7 +300,7 @@ class ResultView:
         from .render import render_heatmap_frame
 
         settings = self._resolved(settings)
-        key = ("heatmap", index, *settings.key(EXPORTS["heatmap"].depends))
+        key = ("heatmap", index, *settings.key(HEATMAP))
         return self._image(key, lambda: render_heatmap_frame(
             self.segmentation, self.frame(index), index, expression=settings.expression,
             threshold=settings.threshold, **settings.opacity_option()))
@@ -303,12 +309,12 @@ class ResultView:
         """`overlay_frame` or `heatmap_frame` (`kind`) as a PNG file in this view's folder, memoised."""
         from PIL import Image
 
-        draws = {"overlay": self.overlay_frame, "heatmap": self.heatmap_frame}
+        draws = {"overlay": (self.overlay_frame, OVERLAY), "heatmap": (self.heatmap_frame, HEATMAP)}
         if kind not in draws:
             raise ConfigError(f"frame images are 'overlay' or 'heatmap', got {kind!r}")
-        draw = draws[kind]
+        draw, depends = draws[kind]
         settings = self._resolved(settings)
-        key = (index, *settings.key(EXPORTS[kind].depends))
+        key = (index, *settings.key(depends))
         return self._file(f"frame_{kind}", f"frame_{kind}.png", key,
                           lambda path: Image.fromarray(draw(index, settings)).save(path))
 
@@ -340,11 +346,17 @@ class ResultView:
                      expression: str | int | None = None) -> Path:
         """`effect` over every processed frame, as `effect_frame` draws it, in the file of the export
         `effect:NAME` (`effect_NAME.mp4`; the cut-out: `cutout.webm` with alpha, or `.mov` where VP9 is missing,
-        see `io.video_writer.alpha_video_suffix`); memoised."""
+        see `io.video_writer.alpha_video_suffix`), with the source's sound unless `settings.audio` is off; memoised
+        by what it draws (`write("effect:NAME")` comes here too, so an equal effect is drawn once)."""
+        from .render.effects import render_effect_video
+
         effect, settings = self._effect(effect, settings, expression)
         kind = f"effect:{effect.name}"
-        return self._file(kind, EXPORTS[kind].file_name, (effect.key(), *settings.key(EFFECT_MASKS)),
-                          lambda path: _write_effect(self, path, settings, effect))
+        return self._file(kind, EXPORTS[kind].file_name, (effect.key(), *settings.key(EFFECT_VIDEO)),
+                          lambda path: render_effect_video(
+                              self.segmentation, self.iter_frames(), path, effect,
+                              expression=settings.effect_expression, **settings.mask_options(),
+                              **settings.audio_option(self)))
 
     def plot(self):
         """The score plot (a matplotlib Figure) of the shown candidates, memoised."""
@@ -360,6 +372,8 @@ class ResultView:
     def write(self, kind: str, settings: RenderSettings = RenderSettings()) -> Path:
         """The export `kind` of `EXPORTS` at `settings`, written into the folder unless it is there already."""
         export = EXPORTS[check_exports([kind])[0]]
+        if export.write is None:  # an effect video: one memo with `effect_video`
+            return self.effect_video(kind.removeprefix("effect:"), settings)
         settings = self._resolved(settings)
         return self._file(kind, export.file_name, settings.key(export.depends),
                           lambda path: export.write(self, path, settings))

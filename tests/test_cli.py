@@ -148,3 +148,14 @@ def test_a_checkpoint_with_unexplained_keys_needs_non_strict_and_is_marked_parti
     assert "PARTIAL load" in err and "note: partial load (strict=False): 1 checkpoint keys ignored" in err
     info = json.loads((tmp_path / "partial" / "masks_rle.json").read_text())["info"]
     assert "head.extra_classifier.weight" in info["partial_load"]
+
+
+def test_videos_keep_the_source_sound_unless_no_audio(tmp_path):
+    from tests.io.test_audio import clip_with_tone
+
+    clip = clip_with_tone(tmp_path / "tone.mp4")
+    for flags, codec in (([], "aac"), (["--no-audio"], None)):
+        out = tmp_path / f"out{len(flags)}"
+        assert run(clip, "-e", "the red ball", "--out", out, "--export", "overlay,effect:blur", *flags) == 0
+        assert probe_video(out / "overlay.mp4").audio_codec == codec
+        assert probe_video(out / "effect_blur.mp4").audio_codec == codec

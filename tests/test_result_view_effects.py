@@ -12,7 +12,7 @@ from PIL import Image
 from referdino_demo.errors import ConfigError
 from referdino_demo.examples import synthetic_clip, synthetic_masks
 from referdino_demo.io import probe_video, write_video
-from referdino_demo.io.video_reader import decode_counts
+from referdino_demo.io.video_reader import decode_counts, iter_video
 from referdino_demo.io.video_writer import alpha_video_suffix
 from referdino_demo.mattes import soft_mask
 from referdino_demo.render.effects import EFFECTS, BlurRenderer, ColorFillRenderer, CutoutRenderer, make_effect
@@ -33,8 +33,7 @@ def known_segmentation() -> VideoSegmentation:
         logits = np.where(np.stack([TRUE[own], TRUE[other]]), 6.0, -6.0).astype(np.float16)  # (K=2, T, H, W)
         results[own] = ExpressionResult(own, SIZE, np.tile([[0.9, 0.8]], (FRAMES, 1)).astype(np.float32),
                                         np.zeros((FRAMES, 2, 4), np.float32), np.array([0, 1]), logits)
-    frames = [(t, t / 12, frame) for t, frame in enumerate(CLIP)]
-    return VideoSegmentation(results, SIZE, 12.0, np.arange(FRAMES), frames=frames)
+    return VideoSegmentation(results, SIZE, 12.0, np.arange(FRAMES), frames=iter_video(CLIP, fps=12))
 
 
 @pytest.fixture
@@ -78,6 +77,24 @@ def test_effect_drawings_are_memoised_by_effect_and_object(view):
     assert video.stat().st_mtime_ns == view.effect_video("blur", RenderSettings(feather=2)).stat().st_mtime_ns
     with pytest.raises(ConfigError, match="effect must be a renderer"):
         view.effect_frame(0, object())
+
+
+def test_an_effect_video_and_its_export_are_drawn_once(view, monkeypatch):
+    """`write("effect:NAME")` and `effect_video` share one memo: an equal effect on the same object is one file."""
+    from referdino_demo.render import effects
+
+    drawn = []
+    render = effects.render_effect_video
+    monkeypatch.setattr(effects, "render_effect_video", lambda *args, **kwargs: drawn.append(args[3].key()) or
+                        render(*args, **kwargs))
+    exported = view.write("effect:blur", RenderSettings(feather=4))  # blur's own default feather
+    assert view.effect_video("blur") == exported
+    assert view.effect_video(BlurRenderer(), expression=BALL) == exported
+    cutout = view.effect_video("cutout", RenderSettings(0.4))
+    assert view.export(["effect:cutout"], RenderSettings(0.4)) == [cutout]
+    assert drawn == [BlurRenderer().key(), CutoutRenderer().key()]
+    view.write("effect:blur", RenderSettings(feather=2))  # another drawing
+    assert len(drawn) == 3
 
 
 def test_a_candidate_choice_moves_the_effect_to_the_picked_object(view):

@@ -9,7 +9,8 @@ alpha, with PyAV's bundled FFmpeg (no ffmpeg binary needed). The container follo
 
 Every file has one output frame per input frame at an exact rational rate. 4:2:0 needs even dimensions, so an odd
 last column/row is *padded* by repeating the edge pixels (nothing is cropped away); the output is then one pixel
-wider/taller than the input.
+wider/taller than the input. With `audio` (an `io.audio.AudioTrack`) a file also carries the source's sound over
+the time its frames cover (see `io/audio.py`: AAC or MP3 in MP4 and MOV, Opus or Vorbis in WebM).
 
 The file is written under a hidden temporary name in the same folder and renamed on success, so a failed
 or interrupted write never leaves a half-written file under the requested name.
@@ -31,6 +32,7 @@ import av
 import numpy as np
 
 from referdino_demo.errors import ConfigError, OutputError
+from referdino_demo.io.audio import AudioTrack, add_audio
 from referdino_demo.io.video_file import open_container, orientation
 
 DEFAULT_CRF = 23  # x264's default: visually good, small files
@@ -115,15 +117,18 @@ class VideoWriter:
     are `(H, W, 4)` uint8 RGBA and the alpha is kept (`.webm`: VP9, `.mov`: ProRes 4444; an MP4 cannot hold
     it), otherwise `(H, W, 3)` uint8 RGB. `crf` is the quality, lower is better and larger: 0..51 for H.264
     (default 23), 0..63 for VP9 (default 30); ProRes 4444 has none. `preset` is x264's speed/size trade-off
-    (`"ultrafast"` .. `"veryslow"`); other codecs ignore it.
+    (`"ultrafast"` .. `"veryslow"`); other codecs ignore it. `audio`: the source's sound to play along, from
+    `audio.start_s` for as long as the frames written last (see `io/audio.py`); None, or a source without
+    readable audio, gives a video without sound.
 
     After construction, `rate` is the exact `Fraction` frame rate (the stream time base is `1 / rate`),
     `output_size` the `(width, height)` in the file, rounded up to even numbers, and `frames_written` counts the
-    frames written so far.
+    frames written so far; `has_audio` says whether the file gets an audio stream.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float | Fraction, size: tuple[int, int], *,
-                 alpha: bool = False, crf: int | None = None, preset: str = DEFAULT_PRESET):
+                 alpha: bool = False, crf: int | None = None, preset: str = DEFAULT_PRESET,
+                 audio: AudioTrack | None = None):
         self.path = Path(path)
         fmt = _FORMATS.get(self.path.suffix.lower())
         if fmt is None:
@@ -149,6 +154,7 @@ class VideoWriter:
         self.alpha = alpha
         self.output_size = (width + width % 2, height + height % 2)
         self.frames_written = 0
+        self._audio = None
         options = dict(codec.options)
         if codec.max_crf is not None:
             options["crf"] = str(crf)
@@ -163,6 +169,7 @@ class VideoWriter:
             self._stream.pix_fmt = codec.pix_fmt
             self._stream.codec_context.time_base = 1 / self.rate  # pts = frame number, exact
             self._stream.codec_context.thread_count = codec.threads
+            self._audio = None if audio is None else add_audio(self._container, fmt, audio)
         except Exception:
             self.abort()
             raise
@@ -186,6 +193,12 @@ class VideoWriter:
         video_frame.time_base = 1 / self.rate
         self._container.mux(self._stream.encode(video_frame))
         self.frames_written += 1
+        if self._audio is not None:  # the sound of the frames so far, so that the muxer interleaves the two
+            self._audio.write(float(self.frames_written / self.rate))
+
+    @property
+    def has_audio(self) -> bool:
+        return self._audio is not None
 
     def close(self) -> Path:
         """Flush the encoder, finish the file and move it to `path`; returns `path`."""
@@ -196,6 +209,8 @@ class VideoWriter:
             raise ConfigError(f"No frames were written to {self.path}; a video needs at least one frame")
         try:
             self._container.mux(self._stream.encode(None))
+            if self._audio is not None:
+                self._audio.finish(float(self.frames_written / self.rate))
             self._container.close()
         except Exception:
             self.abort()
@@ -207,6 +222,8 @@ class VideoWriter:
     def abort(self) -> None:
         """Stop writing and delete the temporary file; `path` is left untouched."""
         container, self._container = self._container, None
+        if self._audio is not None:
+            self._audio.close()
         if container is not None:
             try:
                 container.close()
@@ -256,7 +273,8 @@ class VideoProbe:
     size (before rotation); `fps` is the stream's average frame rate, exact (`Fraction(30000, 1001)`), `time_base`
     the stream time base. `num_frames` counts the frames actually decoded, `duration_s` is `num_frames / fps`,
     `rotation` the clockwise display rotation in degrees (see `VideoInfo.rotation`), and `timestamps_s` the
-    `(num_frames,)` presentation time of each decoded frame, from the first one.
+    `(num_frames,)` presentation time of each decoded frame, from the first one. `audio_codec` is the codec of the
+    first audio stream (`"aac"`, `"opus"`), None without one.
     """
 
     path: str
@@ -272,10 +290,12 @@ class VideoProbe:
     rotation: int
     timestamps_s: tuple[float, ...]
     alpha: bool = False
+    audio_codec: str | None = None
 
 
 def probe_video(path: str | os.PathLike) -> VideoProbe:
-    """Decode every frame of `path` and report codec, pix_fmt, alpha, size, exact fps and the frame count.
+    """Decode every frame of `path` and report codec, pix_fmt, alpha, size, exact fps, the frame count and the
+    audio codec.
 
     Raises `VideoReadError` like `read_video` for missing, unreadable or non-video files."""
     path = Path(path)
@@ -298,6 +318,7 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
             num_frames=len(pts), duration_s=len(pts) / float(fps) if fps else 0.0, rotation=rotation,
             timestamps_s=tuple(float((p - first) * tb) for p in pts if p is not None),
             alpha=bool(pix_fmt) and any(c.is_alpha for c in av.VideoFormat(pix_fmt).components),
+            audio_codec=container.streams.audio[0].codec.canonical_name if container.streams.audio else None,
         )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from referdino_demo.errors import ConfigError
+from referdino_demo.io.audio import AudioTrack
 from referdino_demo.io.video_writer import VideoWriter
 from referdino_demo.mask_chunks import DEFAULT_CHUNK
 from referdino_demo.mattes import cutout, iter_frames_with, iter_object_masks, soft_mask
@@ -188,7 +189,8 @@ def _effect_class(name: str) -> type[Effect]:
 
 def render_effect_video(segmentation: VideoSegmentation, frames: Iterable[np.ndarray], path: str | os.PathLike,
                         effect: Effect, *, expression: int | str | None = 0, threshold: float = 0.5,
-                        multi_target: float | None = None, chunk: int = DEFAULT_CHUNK) -> Path:
+                        multi_target: float | None = None, chunk: int = DEFAULT_CHUNK,
+                        audio: AudioTrack | None = None) -> Path:
     """Write `effect` over every processed frame to the video `path` at `segmentation.fps`; returns `path`.
 
     The mask is `expression`'s (an index or the text; None: the union of every expression's) at `threshold` and
@@ -196,11 +198,13 @@ def render_effect_video(segmentation: VideoSegmentation, frames: Iterable[np.nda
     again, read lazily while masks are computed `chunk` frames at a time. A `CutoutRenderer` needs a path that
     keeps alpha: `.webm` (VP9) or `.mov` (ProRes 4444), see `io.video_writer.alpha_video_suffix`; the other effects
     write `.mp4` (H.264), `.mov` or `.webm`. One output frame per processed frame: if `frames` has fewer or more,
-    a `ReferDinoError` is raised and nothing is left at `path`.
+    a `ReferDinoError` is raised and nothing is left at `path`. `audio`: the sound to play along (`io/audio.py`;
+    Opus in a WebM), None for a silent video.
     """
     height, width = segmentation.frame_size
     masks = iter_object_masks(segmentation, expression, threshold, multi_target, chunk)
-    with VideoWriter(path, segmentation.fps, (width, height), alpha=isinstance(effect, CutoutRenderer)) as writer:
+    with VideoWriter(path, segmentation.fps, (width, height), alpha=isinstance(effect, CutoutRenderer),
+                     audio=audio) as writer:
         for _, frame, mask in iter_frames_with(segmentation, frames, masks):
             writer.write(effect.render_frame(frame, mask))
     return Path(path)

@@ -1,10 +1,11 @@
 """Overlay and heatmap videos of a `VideoSegmentation`, and the same drawing for one frame (a UI slider).
 
 The videos are H.264 yuv420p MP4 written by `VideoWriter` at `segmentation.fps`, one output frame per
-processed frame. `frames` are the processed frames again (the caller re-reads the video with the same
-stride, start/end and max_frames), consumed lazily while masks are computed a chunk at a time, so memory
-does not grow with the video length. If `frames` has fewer or more frames than the segmentation, a
-`ReferDinoError` is raised and nothing is left at `path` (the writer is atomic).
+processed frame, with the source's sound when given its `audio` (`io/audio.py`). `frames` are the processed
+frames again (the caller re-reads the video with the same stride, start/end and max_frames), consumed lazily
+while masks are computed a chunk at a time, so memory does not grow with the video length. If `frames` has
+fewer or more frames than the segmentation, a `ReferDinoError` is raised and nothing is left at `path` (the
+writer is atomic).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from referdino_demo.errors import ReferDinoError
+from referdino_demo.io.audio import AudioTrack
 from referdino_demo.io.video_writer import VideoWriter
 from referdino_demo.render._pixels import check_frame
 from referdino_demo.render.banner import PARTIAL_TEXT, UNTRAINED_TEXT, BannerRenderer
@@ -29,7 +31,7 @@ from referdino_demo.results import ExpressionResult, VideoSegmentation
 def render_overlay_video(segmentation: VideoSegmentation, frames: Iterable[np.ndarray], path: str | os.PathLike, *,
                          threshold: float = 0.5, multi_target: float | None = None, opacity: float = 0.5,
                          show_boxes: bool = False, show_labels: bool = True, untrained_banner: bool | None = None,
-                         chunk: int = DEFAULT_CHUNK) -> Path:
+                         chunk: int = DEFAULT_CHUNK, audio: AudioTrack | None = None) -> Path:
     """Write every expression's masks over `frames` to the MP4 `path`; returns `path`.
 
     segmentation: the result to draw (T processed frames, E expressions; expression i in colour i).
@@ -39,6 +41,7 @@ def render_overlay_video(segmentation: VideoSegmentation, frames: Iterable[np.nd
     opacity, show_boxes, show_labels: see `OverlayRenderer`; boxes are the model's boxes.
     untrained_banner: draw the "UNTRAINED WEIGHTS" banner; None: when the segmentation is untrained.
     chunk: frames per mask computation (memory vs. overhead).
+    audio: the sound to play along, e.g. `AudioTrack.of(segmentation.frames)`; None: a silent video.
     """
     renderer = OverlayRenderer(opacity=opacity, show_boxes=show_boxes, show_labels=show_labels)
     banner = _banner(segmentation, untrained_banner)
@@ -48,13 +51,13 @@ def render_overlay_video(segmentation: VideoSegmentation, frames: Iterable[np.nd
     def draw(frame: np.ndarray, index: int, masks: np.ndarray) -> np.ndarray:
         return _overlay(renderer, banner, frame, segmentation.to_detections(index, masks=masks))
 
-    return _write(segmentation, frames, path, chunks, draw)
+    return _write(segmentation, frames, path, chunks, draw, audio)
 
 
 def render_heatmap_video(segmentation: VideoSegmentation, frames: Iterable[np.ndarray], path: str | os.PathLike, *,
                          expression: int | str = 0, threshold: float = 0.5, colormap: str = "inferno",
                          opacity: float = 0.6, contour: bool = True, untrained_banner: bool | None = None,
-                         chunk: int = DEFAULT_CHUNK) -> Path:
+                         chunk: int = DEFAULT_CHUNK, audio: AudioTrack | None = None) -> Path:
     """Write one expression's probability heatmap (shown query) over `frames` to the MP4 `path`.
 
     `expression` is an index or the expression text; the contour of `probability > threshold` is drawn
@@ -69,7 +72,7 @@ def render_heatmap_video(segmentation: VideoSegmentation, frames: Iterable[np.nd
         out = renderer.render_frame(frame, logits, threshold, color_for(index))
         return out if banner is None else banner.render_frame(out)
 
-    return _write(segmentation, frames, path, iter_logit_chunks(result, None, chunk), draw)
+    return _write(segmentation, frames, path, iter_logit_chunks(result, None, chunk), draw, audio)
 
 
 def render_frame(segmentation: VideoSegmentation, frame: np.ndarray, index: int, threshold: float = 0.5, *,
@@ -100,12 +103,12 @@ def render_heatmap_frame(segmentation: VideoSegmentation, frame: np.ndarray, ind
 # -- helpers ---------------------------------------------------------------------------------------------
 def _write(segmentation: VideoSegmentation, frames: Iterable[np.ndarray], path: str | os.PathLike,
            chunks: Iterator[tuple[int, Iterable[np.ndarray]]],
-           draw: Callable[[np.ndarray, int, np.ndarray], np.ndarray]) -> Path:
-    """Pair each frame with its per-frame data from `chunks`, draw it and encode it."""
+           draw: Callable[[np.ndarray, int, np.ndarray], np.ndarray], audio: AudioTrack | None) -> Path:
+    """Pair each frame with its per-frame data from `chunks`, draw it and encode it (with `audio`)."""
     height, width = segmentation.frame_size
     total = segmentation.num_frames
     frames = iter(frames)
-    with VideoWriter(path, segmentation.fps, (width, height)) as writer:
+    with VideoWriter(path, segmentation.fps, (width, height), audio=audio) as writer:
         for start, per_frame in chunks:
             for offset, data in enumerate(per_frame):
                 index = start + offset
