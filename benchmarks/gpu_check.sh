@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
-# GPU check, a few minutes on one GPU: `bash benchmarks/gpu_check.sh` from anywhere in the repository.
+# GPU check, under 8 minutes on one GPU: `bash benchmarks/gpu_check.sh [REPORT]` from anywhere in the repository.
+# Everything printed also goes to one report file: REPORT, default $OUT/gpu_report.txt where $OUT is set (the
+# device machine's output folder), else gpu_report.txt.
 #
 # 1. The environment: torch, CUDA, the GPU (installs the package with `pip install -e .` only if it cannot be
 #    imported; nothing else).
-# 2. The parity tool (on CUDA if it has a --device option, else on the CPU: it checks the code paths the CPU takes),
-#    with the fixture in ${PARITY_DIR:-../shared/parity}; skipped with a note if that folder is absent.
-# 3. `benchmarks.stages` for Swin-B (random weights, 8 frames at 360x640) on cuda in float32, float16 and bfloat16:
-#    the per-stage GFLOP/s table against the GPU's matmul throughput in that dtype, and frames/s.
-# Each step has its own time limit, so a hang costs minutes, not the session.
+# 2. The parity tool on CUDA in float32 (TF32 off), with the fixture in ${PARITY_DIR:-../shared/parity}.
+# 3. bf16 and fp16 results against fp32 on the parity fixture (`benchmarks.device_checks agreement`).
+# 4. `benchmarks.run --device cuda` for tiny and Swin-B: stage tables with GFLOP/s against the GPU's matmul, the
+#    optimisation table (which includes transformers' grid_sample deformable sampler against ours, both on CUDA),
+#    the dtype table, chunk sizes, the predictor end to end.
+# 5. The torch.compile decision (`benchmarks.device_checks compile`): Swin-B's backbone eager vs compiled.
+# Each step has its own time limit, so a hang costs minutes, not the session; a step that fails is reported and the
+# others still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PARITY_DIR="${PARITY_DIR:-../shared/parity}"
+REPORT="${1:-${OUT:+$OUT/}gpu_report.txt}"
 status=0
 
-echo "## environment"
-if ! python -c "import referdino_demo" 2>/dev/null; then
-    pip install -e . --quiet || { echo "pip install -e . failed"; exit 1; }
-fi
-python - <<'EOF' || exit 1
+step() {  # step TITLE SECONDS COMMAND...: run COMMAND with a time limit, note a failure
+    local title=$1 limit=$2
+    shift 2
+    echo; echo "## $title"
+    local started=$SECONDS
+    timeout "$limit" "$@" || { echo "FAILED or timed out after $((SECONDS - started)) s (limit $limit s)"; status=1; }
+    echo "($((SECONDS - started)) s)"
+}
+
+{
+    echo "# GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo; echo "## environment"
+    if ! python -c "import referdino_demo" 2>/dev/null; then
+        pip install -e . --quiet || { echo "pip install -e . failed"; exit 1; }
+    fi
+    python - <<'EOF' || exit 1
 import torch
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}")
 if not torch.cuda.is_available():
@@ -25,28 +42,15 @@ if not torch.cuda.is_available():
 props = torch.cuda.get_device_properties(0)
 print(f"{props.name}, {props.total_memory / 2**30:.0f} GiB, bf16 supported: {torch.cuda.is_bf16_supported()}")
 EOF
-
-echo; echo "## parity"
-if [ -d "$PARITY_DIR" ]; then
-    if python -m referdino_demo.parity --help | grep -q -- "--device"; then
-        timeout 300 python -m referdino_demo.parity "$PARITY_DIR" --device cuda | tail -n 5 || status=1
+    if [ -d "$PARITY_DIR" ]; then
+        step "parity on cuda, float32" 180 python -u -m referdino_demo.parity "$PARITY_DIR" --device cuda
+        step "reduced precision against float32" 120 python -u -m benchmarks.device_checks agreement --device cuda
     else
-        echo "(the parity tool has no --device option: it runs on the CPU)"
-        timeout 300 python -m referdino_demo.parity "$PARITY_DIR" | tail -n 5 || status=1
+        echo; echo "parity and agreement skipped: no parity fixture at $PARITY_DIR (set PARITY_DIR)"; status=1
     fi
-else
-    echo "skipped: no parity fixture at $PARITY_DIR (set PARITY_DIR)"
-fi
-
-for dtype in float32 float16 bfloat16; do
-    echo; echo "## swin_b on cuda, $dtype"
-    out=$(timeout 240 python -m benchmarks.stages --config swin_b --frames 8 --device cuda --dtype "$dtype" \
-          --repeats 3) || { echo "failed or timed out"; status=1; continue; }
-    echo "$out" | sed '$d'  # the table
-    echo "$out" | tail -n 1 | python -c "
-import json, sys
-run = json.loads(sys.stdin.read())
-print(f\"model frames/s: {run['model_fps']:.2f} ({run['frames']} frames, {run['model_seconds']:.3f} s), \"
-      f\"peak RSS {run['peak_rss_mb']:.0f} MiB\")"
-done
-exit $status
+    step "benchmarks.run on cuda (tiny, Swin-B)" 240 python -u -m benchmarks.run --device cuda --configs tiny,swin_b
+    step "torch.compile decision" 120 python -u -m benchmarks.device_checks compile --device cuda
+    echo; echo "status: $([ $status -eq 0 ] && echo ok || echo 'some steps failed')"
+    exit $status
+} 2>&1 | tee "$REPORT"
+exit "${PIPESTATUS[0]}"

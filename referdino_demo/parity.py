@@ -101,9 +101,15 @@ def _fixture_text(inputs: dict[str, torch.Tensor], caption: str) -> TextInputs:
                       inputs["position_ids"], inputs["text_self_attention_masks"])
 
 
-def run(fixture: Path, tol: float = 1e-4) -> list[Check]:
+def run(fixture: Path, tol: float = 1e-4, device: str = "cpu") -> list[Check]:
+    """Every check, with the model on `device` in float32 (on CUDA without TF32, which rounds matmul inputs to
+    10 bits); the comparisons run on the CPU."""
     fixture = Path(fixture)
     model, meta = build_model(fixture)
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    model.to(device)
     inputs = load_file(str(fixture / "inputs.safetensors"))
     expected = load_file(str(fixture / "expected.safetensors"))
     checks: list[Check] = []
@@ -120,15 +126,16 @@ def run(fixture: Path, tol: float = 1e-4) -> list[Check]:
     checks.append(_close("preprocessing.pixel_values", pixels, inputs["pixel_values"][0], 1e-3))
 
     # The model stages run on the fixture's own inputs, so each comparison isolates one stage.
-    out = model(inputs["pixel_values"][0], _fixture_text(inputs, text.caption), trace=True)
-    trace = dict(out.trace)
-    trace.update(_postprocess(out, frames.shape[1:3], expected))
-    trace["out.pred_logits"] = out.pred_logits[None, ..., None]
-    trace["out.pred_boxes"] = out.pred_boxes[None]
-    trace["out.pred_masks"] = out.pred_masks[None]
+    out = model(inputs["pixel_values"][0].to(device), _fixture_text(inputs, text.caption), trace=True)
+    trace = {name: value.cpu() if torch.is_tensor(value) else value for name, value in dict(out.trace).items()}
+    logits, boxes, masks = out.pred_logits.cpu(), out.pred_boxes.cpu(), out.pred_masks.cpu()
+    trace.update(_postprocess(logits, boxes, masks, frames.shape[1:3]))
+    trace["out.pred_logits"] = logits[None, ..., None]
+    trace["out.pred_boxes"] = boxes[None]
+    trace["out.pred_masks"] = masks[None]
     trace["two_stage.init_ref_boxes"] = trace["two_stage.init_ref_unsigmoid"].sigmoid()
     checks += compare(trace, expected, tol)
-    checks += check_predictor(ReferDinoPredictor(model, tokenizer, device="cpu", dtype="float32"), frames, meta,
+    checks += check_predictor(ReferDinoPredictor(model, tokenizer, device=device, dtype="float32"), frames, meta,
                               expected, _slot_alignment(trace, expected), tol)
     return checks
 
@@ -170,13 +177,13 @@ def check_predictor(predictor: ReferDinoPredictor, frames: np.ndarray, meta: dic
     return checks
 
 
-def _postprocess(out, size, expected) -> dict[str, torch.Tensor]:
-    scores = frame_scores(out.pred_logits)
+def _postprocess(pred_logits, pred_boxes, pred_masks, size) -> dict[str, torch.Tensor]:
+    scores = frame_scores(pred_logits)
     query = select_query(scores)
-    logits = upsample_logits(out.pred_masks[:, query], tuple(size))
+    logits = upsample_logits(pred_masks[:, query], tuple(size))
     probs = logits.sigmoid()
     return {"post.query_index": torch.tensor([query]), "post.mean_scores": mean_scores(scores),
-            "post.frame_scores": scores[:, query], "post.boxes": out.pred_boxes[:, query],
+            "post.frame_scores": scores[:, query], "post.boxes": pred_boxes[:, query],
             "post.mask_logits_upsampled": logits, "post.mask_probs": probs,
             "post.masks": torch.from_numpy(above_threshold(logits.cpu().numpy(), 0.5))}
 
@@ -259,13 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("fixture", type=Path, help="folder with config.json, the .pth, inputs and expected tensors")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |diff| for continuous tensors")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="where the model runs, in float32: cpu (default) or cuda")
     args = parser.parse_args(argv)
     if not (args.fixture / "config.json").is_file():
         print(f"error: {args.fixture} is not a parity fixture (no config.json)", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    checks = run(args.fixture, args.tolerance)
+    checks = run(args.fixture, args.tolerance, args.device)
     for check in checks:
         print(check)
     failed = [c for c in checks if not c.ok]

@@ -342,6 +342,16 @@ class ResultView:
             self.segmentation, self.frame(index), index, effect, expression=settings.effect_expression,
             **settings.mask_options()))
 
+    def effect_frame_file(self, index: int, effect: "Effect | str", settings: RenderSettings = RenderSettings(),
+                          expression: str | int | None = None) -> Path:
+        """`effect_frame` as a PNG file in this view's folder (RGBA for the cut-out), memoised."""
+        from PIL import Image
+
+        effect, settings = self._effect(effect, settings, expression)
+        key = (index, effect.key(), *settings.key(EFFECT_MASKS))
+        return self._file("frame_effect", "effect_frame.png", key,
+                          lambda path: Image.fromarray(self.effect_frame(index, effect, settings)).save(path))
+
     def effect_video(self, effect: "Effect | str", settings: RenderSettings = RenderSettings(),
                      expression: str | int | None = None) -> Path:
         """`effect` over every processed frame, as `effect_frame` draws it, in the file of the export

@@ -48,6 +48,8 @@ CONTROLS = {
     "stride": Control("Stride: keep every N-th frame", int, 1, 10, 1, 1),
     "max_frames": Control("Max frames", int, 1, None, info="longer clips are subsampled evenly to this many frames"),
     "short_side": Control("Model input short side (px)", int, 128, 720, 8, DEFAULT_SHORT_SIDE),
+    "feather": Control("Soft edge in pixels (feather)", float, 0, 32, 1, 4.0,
+                       info="how far the effect fades in across the object's edge; 0: a hard edge"),
     "frame": Control("Frame", int, 0, None),
     "candidate": Control("Candidate query", int, 0, None),
     "example": Control("Example", int, 0, None),

@@ -5,8 +5,11 @@ API (stable names, for `gradio_client`; endpoints of their own that return plain
 private): `/segment` runs the model and returns the overlay and heatmap videos, frame 0's overlay and heatmap
 images (file paths) and a JSON `summary` (`SessionResult.data`); `/rerender` redraws the cached result at a
 threshold, opacity, expression, candidate query and frame (same outputs); `/inspect_frame` draws one frame (two
-images); `/downloads` writes the export files. Each refuses a call before `/segment` with `NO_RESULT`. Files are
-written only there: a slider move redraws the videos and the frame, never the exports.
+images); `/downloads` writes the export files; `/effect` draws an effect on one expression's object: the frame
+(a PNG) and the video (MP4; the cut-out a WebM with alpha). Each refuses a call before `/segment` with `NO_RESULT`.
+Export files are written only by `/downloads` (on the page: the Downloads tab) and effect videos only by `/effect`
+(on the page: Render video): a slider move redraws the videos and the frames, never the exports. The page's
+Downloads and Effects tabs follow the settings only while open.
 On the page a refused input shows its message as a warning and leaves the last result as it was (`_in_page`);
 API calls get the message as an error.
 Anyone can call the API with any values: every handler checks its inputs itself (`config.CONTROLS`, one table) and
@@ -24,10 +27,11 @@ import gradio as gr
 
 from ..hub import TINY_RANDOM, TRY_UNTRAINED
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadError, ReferDinoError
-from ..result_view import EXPORTS
+from ..render.effects import TARGETS
+from ..result_view import EFFECT_NAMES, EXPORTS
 from .config import CONTROLS, DTYPES, AppConfig, RunOptions, check_choice, check_number
-from .session import (APP_EXPORTS, Backend, PredictorRegistry, RunInputs, SessionResult, View, as_text, hide_paths,
-                      message, shorten)
+from .session import (APP_EXPORTS, Backend, EffectChoice, PredictorRegistry, RunInputs, SessionResult, View, as_text,
+                      has_target, hide_paths, message, shorten)
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -36,13 +40,19 @@ INTRO = """# ReferDINO: referring video object segmentation
 Give a video and describe objects in words, one per line; ReferDINO segments each of them in every frame.
 The mask threshold, opacity, expression, candidate query and frame redraw the last result at once; changing
 the video, expressions, checkpoint or the settings on the left needs **Segment** again. In **Inspect frame**, click
-an object on the overlay to show, for the chosen expression, the candidate query whose mask covers it."""
+an object on the overlay to show, for the chosen expression, the candidate query whose mask covers it. **Effects**
+blurs, fills or cuts out one expression's object on the inspected frame, and over the whole video on request."""
 RESULT_VIDEO = dict(autoplay=True, loop=True, buttons=["download"], height=400, interactive=False)
 NO_RESULT = "No result yet: upload a video, type an expression and press Segment first."
 STALE = "✏️ Inputs changed since the last run: press **Segment** to apply them."
 NOTHING_TO_UNDO = "Nothing to undo: no candidate was picked or chosen since this result was made."
 TRY_TINY = (f" To try the app without the weights, choose '{TINY_RANDOM}' in the Checkpoint menu (untrained: "
             "random masks).")
+# The effects' menu (values: `result_view.EFFECT_NAMES`, which the API takes) and where they apply
+EFFECT_CHOICES = [("blur", "blur"), ("pixelate", "pixelate"), ("fill with green", "fill"),
+                  ("grey (desaturate)", "desaturate"), ("spotlight: darken the rest", "spotlight"),
+                  ("cut out: transparent background", "cutout")]
+TARGET_CHOICES = [(f"the {target}", target) for target in TARGETS]
 OUT_OF_MEMORY = ("Out of memory: the server could not finish this job. Lower Max frames or the model input short side "
                  "(Advanced), raise the stride, or segment fewer expressions at once.")
 
@@ -53,7 +63,7 @@ ENTER_COMMITS = """() => {
   document.addEventListener("keydown", (event) => {
     const box = event.target;
     if (event.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
-        && box.closest("#threshold, #opacity, #frame")) {
+        && box.closest("#threshold, #opacity, #frame, #feather")) {
       box.blur();
     }
   });
@@ -119,10 +129,18 @@ def _require(state) -> SessionResult:
     return state
 
 
-def _view(result: SessionResult, threshold, opacity, expression, frame) -> View:
+def _view(result: SessionResult, threshold, opacity=CONTROLS["opacity"].default, expression=None, frame=0) -> View:
     """The checked view inputs: numbers in their controls' ranges, an expression and a frame of `result`."""
     return View(check_number("threshold", threshold), check_number("opacity", opacity), result.expression(expression),
                 check_number("frame", frame, high=result.segmentation.num_frames - 1))
+
+
+def _effect_choice(result: SessionResult, effect, target, feather, expression) -> EffectChoice:
+    """The checked Effects tab inputs: an effect and a target of the menus, a feather in its control's range and an
+    expression of `result` (its object is the one drawn)."""
+    return EffectChoice(check_choice("effect", "Effect", effect, list(EFFECT_NAMES)),
+                        check_choice("target", "Apply to", target, list(TARGETS)), check_number("feather", feather),
+                        result.expression(expression))
 
 
 def _video_path(video) -> str | None:
@@ -194,12 +212,14 @@ class _Handlers:
         return result, rendered, view
 
     def _page_outputs(self, result: SessionResult, rendered) -> tuple:
-        """Values for: state, the rendered outputs, expression menu, frame slider, stale note."""
-        return (result, *_rendered_outputs(result, rendered),
-                gr.update(choices=result.expression_choices(), value=result.segmentation.expressions[0]),
+        """Values for: state, the rendered outputs, expression menu, effect's expression menu, frame slider, stale
+        note."""
+        expressions = dict(choices=result.expression_choices(), value=result.segmentation.expressions[0])
+        # one update each: Gradio consumes an update as it applies it
+        return (result, *_rendered_outputs(result, rendered), gr.update(**expressions), gr.update(**expressions),
                 gr.update(maximum=max(result.segmentation.num_frames - 1, 1), value=0), "")
 
-    @_in_page(11)
+    @_in_page(12)
     @_user_errors
     def segment(self, video, expressions, checkpoint, query_decay, num_candidates, threshold, opacity, stride,
                 max_frames, short_side, dtype, state, request: gr.Request, progress=gr.Progress()):
@@ -215,7 +235,7 @@ class _Handlers:
                                                request, progress)
         return (result, *_api_outputs(result, rendered, view))
 
-    @_in_page(13)
+    @_in_page(14)
     @_user_errors
     def example(self, index, checkpoint, query_decay, num_candidates, threshold, opacity, stride, max_frames,
                 short_side, dtype, state, request: gr.Request, progress=gr.Progress()):
@@ -306,6 +326,44 @@ class _Handlers:
         (the old ones no longer match)."""
         return self.downloads(state, threshold, opacity, expression)[0] if downloads_open else []
 
+    def _effect(self, state, threshold, expression, frame, effect, target, feather):
+        """The result, the view (threshold and frame) and the effect, checked."""
+        result = _require(state)
+        return (result, _view(result, threshold, frame=frame),
+                _effect_choice(result, effect, target, feather, expression))
+
+    @_user_errors
+    def effect_api(self, state, threshold, expression, frame, effect, target, feather):
+        """`effect` (a name of `EFFECT_NAMES`) on `expression`'s object: frame `frame` (a PNG) and the video."""
+        result, view, choice = self._effect(state, threshold, expression, frame, effect, target, feather)
+        return str(result.effect_frame(view, choice)), str(result.effect_video(view, choice))
+
+    @_in_page(3)
+    @_user_errors
+    def effects(self, state, threshold, expression, frame, effect, target, feather):
+        """The Effects tab opened: the effect on the inspected frame, the video rendered last if it still shows
+        these settings (else none: Render video draws it), and the tab marked open, so that both follow the settings
+        (`refresh_effect`). Nothing before a result."""
+        if state is None:
+            return None, None, True
+        result, view, choice = self._effect(state, threshold, expression, frame, effect, target, feather)
+        video = result.shown_effect_video(view, choice)
+        return str(result.effect_frame(view, choice)), None if video is None else str(video), True
+
+    def refresh_effect(self, state, threshold, expression, frame, effect, target, feather, effects_open):
+        """After a new result, a redraw or a change of the effect: `effects` while the Effects tab is open, else
+        nothing (it redraws when opened)."""
+        if not effects_open:
+            return gr.skip(), gr.skip()
+        return self.effects(state, threshold, expression, frame, effect, target, feather)[:2]
+
+    @_in_page(1)
+    @_user_errors
+    def render_effect(self, state, threshold, expression, frame, effect, target, feather):
+        """Render video: the effect over the whole clip (drawn again only if its settings changed)."""
+        result, view, choice = self._effect(state, threshold, expression, frame, effect, target, feather)
+        return str(result.effect_video(view, choice))
+
     def load_model(self, checkpoint):
         try:
             predictor = self.backend.registry.get(self.backend.config.checkpoint_for(checkpoint))
@@ -388,7 +446,7 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
     # which users may share (see workspace.py); a session's own results go when it ends.
     with gr.Blocks(title="ReferDINO video segmentation", delete_cache=(1800, 3600)) as demo:
         state = gr.State(None, delete_callback=lambda result: result is not None and result.close())
-        downloads_open = gr.State(False)
+        downloads_open, effects_open = gr.State(False), gr.State(False)  # whether those tabs are open
         gr.Markdown(INTRO)
         model_status = gr.Markdown("Model: loading…", elem_id="model-status")
         with gr.Row():
@@ -432,6 +490,19 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
                             frame_heatmap = gr.Image(label="Heatmap", format="png", interactive=False,
                                                      elem_id="frame-heatmap")
                         undo = gr.Button("Undo pick", size="sm", elem_id="undo-pick")
+                    with gr.Tab("Effects", elem_id="effects-tab") as effects_tab:
+                        with gr.Row():
+                            effect = gr.Dropdown(EFFECT_CHOICES, value="blur", label="Effect", elem_id="effect")
+                            effect_target = gr.Radio(TARGET_CHOICES, value="background", label="Apply to",
+                                                     elem_id="effect-target")
+                            effect_expression = gr.Dropdown([], label="Object of the expression", interactive=True,
+                                                            elem_id="effect-expression")
+                        feather = _slider("feather", elem_id="feather")
+                        with gr.Row():
+                            effect_frame = gr.Image(label="Inspected frame with the effect", format="png",
+                                                    interactive=False, elem_id="effect-frame")
+                            effect_video = gr.Video(label="Effect video", elem_id="effect-video", **RESULT_VIDEO)
+                        render_effect = gr.Button("Render video", size="sm", elem_id="render-effect")
                     with gr.Tab("Downloads", elem_id="downloads-tab") as downloads_tab:
                         downloads = gr.File(label=", ".join(EXPORTS[kind].label for kind in APP_EXPORTS),
                                             file_count="multiple", interactive=False, elem_id="downloads")
@@ -445,38 +516,56 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
                                                             "frame_heatmap")]
             api_summary = gr.JSON(label="summary")
             api_downloads = gr.File(label="downloads", file_count="multiple")
-            api_segment, api_rerender, api_inspect, api_exports = (gr.Button(visible=False) for _ in range(4))
+            api_effect_files = [gr.File(label=label) for label in ("effect_frame", "effect_video")]
+            api_segment, api_rerender, api_inspect, api_exports, api_effect = (gr.Button(visible=False)
+                                                                               for _ in range(5))
 
         rendered = [overlay, heatmap, plot, candidate, frame_overlay, frame_heatmap, info]
         view = [threshold, opacity, expression]
         run_settings = [checkpoint, query_decay, num_candidates, *view[:2], stride, max_frames, short_side, dtype]
-        page_outputs = [state, *rendered, expression, frame, stale]
+        page_outputs = [state, *rendered, expression, effect_expression, frame, stale]
+        effect_inputs = [state, threshold, effect_expression, frame, effect, effect_target, feather]
         refresh = dict(fn=handlers.refresh_downloads, inputs=[state, *view, downloads_open], outputs=downloads,
                        api_visibility="private", show_progress="minimal", preprocess=False)
+        refresh_effect = dict(fn=handlers.refresh_effect, inputs=[*effect_inputs, effects_open],
+                              outputs=[effect_frame, effect_video], api_visibility="private", show_progress="minimal",
+                              trigger_mode="always_last", preprocess=False)
+
+        def follow(event) -> None:
+            """After a new result or a redraw: the tabs that draw on demand follow it while open."""
+            event.success(**refresh).success(**refresh_effect)
+
         # preprocess=False: the values reach the handlers as sent, and the handlers check them (Gradio's own checks
         # would answer an HTTP client with Gradio's generic messages). Gradio still checks that a video is an upload.
         model = dict(concurrency_id="model", concurrency_limit=config.concurrency, preprocess=False)
-        run.click(handlers.segment, [video, expressions, *run_settings, state], page_outputs,
-                  api_name="page_segment", api_visibility="private", **model).success(**refresh)
-        examples.click(handlers.example, [examples, *run_settings, state], [video, expressions, *page_outputs],
-                       api_visibility="private", **model).success(**refresh)
-        gr.on([threshold.release, opacity.release, candidate.input], handlers.rerender,
-              [state, *view, candidate, frame], rendered, api_name="page_rerender", api_visibility="private",
-              trigger_mode="always_last",
-              preprocess=False).success(**refresh)
-        expression.input(handlers.show_expression, [state, *view, frame], rendered, api_visibility="private",
-                         trigger_mode="always_last", preprocess=False).success(**refresh)
+        follow(run.click(handlers.segment, [video, expressions, *run_settings, state], page_outputs,
+                         api_name="page_segment", api_visibility="private", **model))
+        follow(examples.click(handlers.example, [examples, *run_settings, state], [video, expressions, *page_outputs],
+                              api_visibility="private", **model))
+        follow(gr.on([threshold.release, opacity.release, candidate.input], handlers.rerender,
+                     [state, *view, candidate, frame], rendered, api_name="page_rerender", api_visibility="private",
+                     trigger_mode="always_last", preprocess=False))
+        follow(expression.input(handlers.show_expression, [state, *view, frame], rendered, api_visibility="private",
+                                trigger_mode="always_last", preprocess=False))
         downloads_tab.select(handlers.downloads, [state, *view], [downloads, downloads_open],
                              api_name="page_downloads", api_visibility="private", preprocess=False)
-        gr.on([overlay_tab.select, heatmap_tab.select, inspect_tab.select], lambda: False, None, downloads_open,
-              api_visibility="private", queue=False, show_progress="hidden")
+        effects_tab.select(handlers.effects, effect_inputs, [effect_frame, effect_video, effects_open],
+                           api_visibility="private", preprocess=False)
+        tabs = (overlay_tab, heatmap_tab, inspect_tab, effects_tab, downloads_tab)
+        for is_open, tab in ((downloads_open, downloads_tab), (effects_open, effects_tab)):
+            gr.on([other.select for other in tabs if other is not tab], lambda: False, None, is_open,
+                  api_visibility="private", queue=False, show_progress="hidden")
+        gr.on([effect.input, effect_target.input, effect_expression.input, feather.release], **refresh_effect)
+        effect.input(lambda name: gr.update(interactive=has_target(name)), effect, effect_target,
+                     api_visibility="private", queue=False, show_progress="hidden")
+        render_effect.click(handlers.render_effect, effect_inputs, effect_video, api_visibility="private",
+                            preprocess=False)
         frame.release(handlers.inspect_frame, [state, frame, *view], [frame_overlay, frame_heatmap],
                       api_name="page_inspect_frame", api_visibility="private", trigger_mode="always_last", show_progress="minimal",
                       preprocess=False)
-        frame_overlay.select(handlers.pick, [state, *view, frame], rendered, api_visibility="private",
-                             trigger_mode="always_last", preprocess=False).success(**refresh)
-        undo.click(handlers.undo, [state, *view, frame], rendered, api_visibility="private",
-                   preprocess=False).success(**refresh)
+        follow(frame_overlay.select(handlers.pick, [state, *view, frame], rendered, api_visibility="private",
+                                    trigger_mode="always_last", preprocess=False))
+        follow(undo.click(handlers.undo, [state, *view, frame], rendered, api_visibility="private", preprocess=False))
         # the API
         api_view = [threshold, opacity, api_expression]
         api_segment.click(handlers.segment_api, [video, expressions, *run_settings, state],
@@ -487,6 +576,8 @@ def build_demo(config: AppConfig | None = None, registry: PredictorRegistry | No
                           api_name="inspect_frame", preprocess=False)
         api_exports.click(handlers.downloads_api, [state, *api_view], api_downloads, api_name="downloads",
                           preprocess=False)
+        api_effect.click(handlers.effect_api, [state, threshold, api_expression, frame, effect, effect_target, feather],
+                         api_effect_files, api_name="effect", preprocess=False)
 
         gr.on([demo.load, checkpoint.change], handlers.load_model, checkpoint, model_status,
               api_visibility="private", show_progress="minimal", preprocess=False)

@@ -3,8 +3,8 @@ running the model (on ZeroGPU when the `spaces` package is there) and one user's
 `ResultView` drawing into that user's private folder, `workspace.py`). Settings are in `config.py`.
 
 Nothing here imports gradio, so it can be tested and reused without a browser. The model runs only in
-`Backend.segment`; everything `SessionResult` does (threshold, opacity, candidate, frame, expression, downloads)
-works from the cached `VideoSegmentation` and the frames decoded while the model ran.
+`Backend.segment`; everything `SessionResult` does (threshold, opacity, candidate, frame, expression, effects,
+downloads) works from the cached `VideoSegmentation` and the frames decoded while the model ran.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ..frame_selection import FrameSelection
 from ..io.video_reader import VideoFrames
 from ..result_view import RenderSettings, ResultView
 from ..results import PickOutcome, VideoSegmentation
-from .config import AppConfig, RunOptions, canonical_checkpoint, check_choice
+from .config import CONTROLS, AppConfig, RunOptions, canonical_checkpoint, check_choice
 from .workspace import SESSION_ENDED, Job, Workspace
 
 log = logging.getLogger(__name__)
@@ -340,6 +340,33 @@ class View:
         return RenderSettings(self.threshold, opacity=self.opacity, expression=self.expression)
 
 
+def has_target(effect: str) -> bool:
+    """Whether effect `effect` applies to the background or to the object as asked (its `target`); the spotlight
+    and the cut-out always keep the object."""
+    from ..render.effects import effect_options
+
+    return "target" in effect_options(effect)
+
+
+@dataclass(frozen=True)
+class EffectChoice:
+    """What the Effects tab shows: the effect `name` (`result_view.EFFECT_NAMES`) on the `target` (background or
+    object, where the effect takes one: `has_target`) with a soft edge of `feather` pixels, on the object of
+    `expression` (None: the first)."""
+
+    name: str = "blur"
+    target: str = "background"
+    feather: float = CONTROLS["feather"].default
+    expression: str | None = None
+
+    def renderer(self):
+        """The renderer of `render.effects` that draws it."""
+        from ..render.effects import make_effect
+
+        target = {"target": self.target} if has_target(self.name) else {}
+        return make_effect(self.name, feather=self.feather, **target)
+
+
 @dataclass
 class Rendered:
     overlay_video: Path
@@ -392,6 +419,7 @@ class SessionResult:
     def __init__(self, view: ResultView, video: str | Path | None = None, inputs: RunInputs | None = None):
         """video: the file segmented, decoded again for drawing when its frames did not fit in memory."""
         self.view, self.video, self.inputs = view, video, inputs
+        self._effect_video: tuple[tuple, Path] | None = None  # the last effect video rendered, by what it shows
 
     @property
     def segmentation(self) -> VideoSegmentation:
@@ -470,6 +498,30 @@ class SessionResult:
         self._check_source()
         settings = dataclasses.replace(view.settings, expression=self.expression(view.expression))
         return self.view.export(APP_EXPORTS, settings)
+
+    def effect_frame(self, view: View, effect: EffectChoice) -> Path:
+        """Frame `view.frame` with `effect` at `view.threshold` (`ResultView.effect_frame_file`) as a PNG in the
+        result's folder, RGBA for the cut-out."""
+        self._check_source()
+        return self.view.effect_frame_file(int(view.frame), effect.renderer(), view.settings, effect.expression)
+
+    def effect_video(self, view: View, effect: EffectChoice) -> Path:
+        """`effect` over every processed frame at `view.threshold` (`ResultView.effect_video`, drawn unless drawn
+        before): an H.264 MP4, for the cut-out a VP9 WebM with alpha (`.mov` where this FFmpeg has no VP9)."""
+        self._check_source()
+        path = self.view.effect_video(effect.renderer(), view.settings, effect.expression)
+        self._effect_video = (self._effect_key(view, effect), path)
+        return path
+
+    def shown_effect_video(self, view: View, effect: EffectChoice) -> Path | None:
+        """The last `effect_video`, if it still shows `effect` at `view` (None once the effect, the threshold or the
+        candidate of its expression changed): what the page may keep showing without drawing anything."""
+        last = self._effect_video
+        return last[1] if last and last[0] == self._effect_key(view, effect) and last[1].is_file() else None
+
+    def _effect_key(self, view: View, effect: EffectChoice) -> tuple:
+        expression = self.expression(effect.expression)
+        return dataclasses.replace(effect, expression=expression), view.threshold, self.view.choice(expression)
 
     def summary(self) -> str:
         """Markdown: what was processed, notes, and each expression's shown query (user text escaped)."""

@@ -1,4 +1,4 @@
-"""A hand-made result whose candidates' masks are known, for the picking tests of the app and the browser."""
+"""A hand-made result whose candidates' masks are known, for the app's and the browser's picking and effects tests."""
 
 import numpy as np
 

@@ -1,7 +1,7 @@
 """The app in a real browser: Playwright (sync API) driving Debian's Chromium against the launched app with the
 tiny random model. Checks what only a browser can: the result video decodes (videoWidth > 0), the slider
-redraws, the Downloads tab writes its files when opened, errors reach the page, markup in expressions stays text,
-and the page looks right (a 1280x900
+redraws, the Downloads tab writes its files when opened, the Effects tab's videos play and the cut-out's alpha
+reaches the page, errors reach the page, markup in expressions stays text, and the page looks right (a 1280x900
 screenshot is saved in the test's temporary folder; with REFERDINO_UPDATE_SCREENSHOT=1 it replaces
 `docs/screenshot.png`, the README's picture).
 
@@ -15,6 +15,7 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
@@ -23,7 +24,7 @@ from referdino_demo.ui.config import CONTROLS, AppConfig, RunOptions
 from referdino_demo.ui.session import Backend, PredictorRegistry
 from referdino_demo.ui.workspace import Workspace
 
-from known_result import KNOWN_SIZE, known_segmentation
+from known_result import KNOWN_SIZE, PICKED, known_segmentation
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "examples" / "red_ball.mp4"  # 24 frames, 320x180
@@ -53,6 +54,19 @@ FIRST_FRAME = """async (selector) => {
         await seeked;
     }
     await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+}"""
+
+
+# The alpha of each pixel of an image or a (paused) video as Chromium draws it on a canvas, row by row
+ALPHA = """(selector) => {
+    const element = document.querySelector(selector);
+    const canvas = document.createElement("canvas");
+    canvas.width = element.videoWidth || element.naturalWidth;
+    canvas.height = element.videoHeight || element.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(element, 0, 0);
+    const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    return {width: canvas.width, alpha: Array.from(pixels.filter((_, i) => i % 4 === 3))};
 }"""
 
 
@@ -350,5 +364,55 @@ def test_clicking_an_object_in_the_inspected_frame_picks_its_candidate_and_undo_
         expect(candidate).to_have_value(re.compile(r"^#0: "))
         expect(image).not_to_have_attribute("src", picked)
         expect(page.locator("#stale")).not_to_contain_text("press Segment")  # the example filled in is no change
+    finally:
+        page.close()
+
+
+def alpha(page, selector: str) -> np.ndarray:
+    """(H, W) alpha of the image or paused video `selector` as the page draws it."""
+    drawn = page.evaluate(ALPHA, selector)
+    return np.array(drawn["alpha"]).reshape(-1, drawn["width"])
+
+
+def test_the_effects_tab_previews_and_renders_and_chromium_shows_the_cutouts_alpha(page, known_url, model_runs):
+    """On the known result (candidate 0 of the first expression: the top-left quarter of a 96x64 clip of 4 frames
+    at 8 fps), the Effects tab shows the effect on the inspected frame, Render video gives a video that plays, and
+    the cut-out (a PNG, then a VP9 WebM with alpha, served as written) is transparent outside the mask."""
+    page = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(known_url)
+        page.get_by_text("red_ball.mp4", exact=True).click()
+        expect(page.locator("#result-info")).to_contain_text("hand-made")
+        runs = len(model_runs)
+        page.get_by_role("tab", name="Effects").click()
+        preview, video = page.locator("#effect-frame img"), page.locator("#effect-video video")
+        expect(page.locator("#effect-expression input")).to_have_value(PICKED)  # the result's first expression
+        expect(preview).to_have_attribute("src", re.compile(r"effect_frame\.png$"))
+        blurred = preview.get_attribute("src")
+        expect(video).to_have_count(0)  # no video until asked for
+
+        page.locator("#render-effect").click()
+        expect(video).to_have_attribute("src", re.compile(r"effect_blur\.mp4$"))
+        shown = page.evaluate(VIDEO_READY, "#effect-video video")
+        assert (shown["width"], shown["height"]) == (96, 64) and shown["duration"] == pytest.approx(4 / 8, abs=0.1)
+
+        page.locator("#effect input").click()
+        page.get_by_role("option", name="cut out: transparent background").click()
+        expect(preview).not_to_have_attribute("src", blurred)
+        expect(video).to_have_count(0)  # the blur video does not show the cut-out
+        expect(page.locator("#effect-target input").first).to_be_disabled()  # the cut-out keeps the object
+        cut = alpha(page, "#effect-frame img")
+        assert cut.shape == (64, 96)
+        assert (cut[:28, :44] == 255).all() and (cut[36:] == 0).all() and (cut[:, 52:] == 0).all()
+
+        page.locator("#render-effect").click()
+        expect(video).to_have_attribute("src", re.compile(r"cutout\.webm$"))
+        shown = page.evaluate(VIDEO_READY, "#effect-video video")
+        assert (shown["width"], shown["height"]) == (96, 64) and shown["duration"] == pytest.approx(4 / 8, abs=0.1)
+        page.evaluate(FIRST_FRAME, "#effect-video video")
+        cut = alpha(page, "#effect-video video")  # Chromium decodes the VP9 alpha: the mask, a little soft
+        assert (cut[:28, :44] >= 240).all() and (cut[36:] <= 15).all() and (cut[:, 52:] <= 15).all()
+        assert len(model_runs) == runs
     finally:
         page.close()

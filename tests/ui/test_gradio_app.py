@@ -30,7 +30,8 @@ from referdino_demo.errors import ConfigError, VideoReadError
 from referdino_demo.examples import synthetic_clip
 from referdino_demo.io import probe_video, write_video
 from referdino_demo.io.video_reader import DecodeCounts, decode_counts
-from referdino_demo.ui.gradio_app import build_demo
+from referdino_demo.result_view import EFFECT_NAMES
+from referdino_demo.ui.gradio_app import EFFECT_CHOICES, build_demo
 from referdino_demo.ui.config import CONTROLS, AppConfig, RunOptions, check_number
 from referdino_demo.ui.session import Backend, PredictorRegistry, View, gpu_seconds, message
 from referdino_demo.ui.workspace import Workspace
@@ -160,15 +161,18 @@ def assert_playable(path, frames: int, size=(160, 90)):
 # -- the API ----------------------------------------------------------------------------------------------
 def test_only_the_documented_endpoints_are_public(session):
     api = session.view_api(return_format="dict", print_info=False)
-    assert set(api["named_endpoints"]) == {"/segment", "/rerender", "/inspect_frame", "/downloads"}
+    assert set(api["named_endpoints"]) == {"/segment", "/rerender", "/inspect_frame", "/downloads", "/effect"}
     assert not api["unnamed_endpoints"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/segment"]["parameters"]]
     assert names == ["video", "expressions", "checkpoint", "query_decay", "num_candidates", "threshold", "opacity",
                      "stride", "max_frames", "short_side", "dtype"]
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/effect"]["parameters"]]
+    assert names == ["threshold", "expression", "frame", "effect", "target", "feather"]
     returns = {name: [r["label"] for r in api["named_endpoints"][name]["returns"]] for name in api["named_endpoints"]}
     assert returns == {"/segment": ["overlay_video", "heatmap_video", "frame_overlay", "frame_heatmap", "summary"],
                        "/rerender": ["overlay_video", "heatmap_video", "frame_overlay", "frame_heatmap", "summary"],
-                       "/inspect_frame": ["frame_overlay", "frame_heatmap"], "/downloads": ["downloads"]}
+                       "/inspect_frame": ["frame_overlay", "frame_heatmap"], "/downloads": ["downloads"],
+                       "/effect": ["effect_frame", "effect_video"]}
 
 
 def test_segment_returns_playable_videos_plot_and_inspector_and_exports_on_request(first, session, workspace):
@@ -240,6 +244,20 @@ def test_rerender_changes_the_outputs_without_running_the_model_or_writing_expor
     assert Path(frame[0]).read_bytes() != Path(other["frame_overlay"]).read_bytes()
 
 
+def test_the_effect_endpoint_draws_the_frame_and_the_video_without_the_model(session, first, model_calls):
+    model_calls.clear()
+    frame, video = session.predict(threshold=0.5, expression="the red ball", frame=3, effect="cutout",
+                                   target="background", feather=2, api_name="/effect")
+    assert Image.open(frame).mode == "RGBA" and Image.open(frame).size == (160, 90)
+    assert Path(video).name == "cutout.webm" and video_frames(video) == 12
+    frame, video = session.predict(effect="spotlight", api_name="/effect")  # the defaults for the rest
+    assert Image.open(frame).mode == "RGB"
+    assert_playable(video, 12)
+    assert model_calls == []
+    with pytest.raises(Exception, match=r"Effect \(effect\) must be one of 'blur', .*got 'sparkle'"):
+        session.predict(effect="sparkle", api_name="/effect")
+
+
 def test_long_video_is_subsampled_to_the_frame_budget_and_the_user_told(app, clips, tmp_path):
     client = Client(app[1], verbose=False, download_files=str(tmp_path))
     out = segment(client, clips["many"], "the red ball")
@@ -298,6 +316,8 @@ def test_rerender_before_any_result_says_what_to_do(app, tmp_path):
         client.predict(api_name="/inspect_frame")
     with pytest.raises(Exception, match="No result yet"):
         client.predict(api_name="/downloads")
+    with pytest.raises(Exception, match="No result yet"):
+        client.predict(api_name="/effect")
 
 
 def test_session_files_are_removed_when_the_session_ends(app, clips, workspace, tmp_path):
@@ -515,8 +535,12 @@ def known_example(folder: Path, config: AppConfig, registry) -> Path:
     return video
 
 
-def test_clicking_the_frame_picks_the_candidate_under_it_and_undo_takes_it_back(registry, tmp_path, monkeypatch):
-    from referdino_demo.ui.gradio_app import STALE, _Handlers
+@pytest.fixture
+def known(registry, tmp_path, monkeypatch):
+    """The page's handlers on an app whose example has `known_segmentation` in its cache, after a click on that
+    example with the page's default settings: `handlers`, `video` (the example clip), `run` (the run settings), `out`
+    (the click's outputs), `state` (the result) and `toasts` (what the handlers showed, as (kind, text))."""
+    from referdino_demo.ui.gradio_app import _Handlers
 
     config = dataclasses.replace(CONFIG, examples_dir=tmp_path / "examples", example_cache=tmp_path / "cache")
     config.examples_dir.mkdir()
@@ -531,8 +555,16 @@ def test_clicking_the_frame_picks_the_candidate_under_it_and_undo_takes_it_back(
                short_side=config.short_side, dtype="auto")
     out = handlers.example(0, run["checkpoint"], run["query_decay"], run["num_candidates"], 0.5, 0.5, run["stride"],
                            run["max_frames"], run["short_side"], run["dtype"], None, None, None)
+    return types.SimpleNamespace(handlers=handlers, video=video, run=run, out=out, state=out[2], toasts=toasts)
+
+
+def test_clicking_the_frame_picks_the_candidate_under_it_and_undo_takes_it_back(known, tmp_path):
+    from referdino_demo.ui.gradio_app import STALE
+
+    handlers, video, run, out, state, toasts = (known.handlers, known.video, known.run, known.out, known.state,
+                                                known.toasts)
     assert toasts == []
-    state, first_overlay = out[2], np.asarray(Image.open(out[7]))
+    first_overlay = np.asarray(Image.open(out[7]))
     assert state.segmentation.checkpoint == "hand-made"  # the hand-made result, from the example cache
     assert first_overlay.shape[:2] == KNOWN_SIZE  # the image's pixels are the frame's: a click's index needs no scaling
     assert state.view.choice(PICKED) == 0
@@ -587,3 +619,136 @@ def test_clicking_the_frame_picks_the_candidate_under_it_and_undo_takes_it_back(
     assert toasts == [("info", "Nothing to undo: no candidate was picked or chosen since this result was made.")]
     assert handlers.undo(None, 0.5, 0.5, PICKED, 0) == tuple(gr.skip() for _ in range(7))  # no result yet
     assert "No result yet" in toasts[-1][1]
+
+
+# -- effects -------------------------------------------------------------------------------------------------------
+def image(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def video_frames(path) -> int:
+    """The number of frames PyAV decodes from `path`."""
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_effects_draw_the_known_mask_on_the_frame_and_the_video_without_the_model(known, model_calls):
+    """The preview follows each effect's rule on the known mask (candidate 0 of `PICKED`: the top-left quarter), the
+    video has one frame per processed frame, the cut-out's alpha is the mask, and nothing runs the model."""
+    from tests.io.test_alpha_video import decode_rgba
+
+    handlers, state = known.handlers, known.state
+    assert [name for _, name in EFFECT_CHOICES] == list(EFFECT_NAMES)  # the menu offers every effect
+    assert known.out[11]["choices"] == known.out[10]["choices"] and known.out[11]["value"] == PICKED  # the menus
+    model_calls.clear()
+    decoded = decode_counts()
+    frame, mask = state.view.frame(1), state.view.segmentation[PICKED].mask(1, 0.5)
+    assert mask[:28, :44].all() and not mask[36:].any() and not mask[:, 52:].any()  # the top-left quarter
+
+    def preview(effect, target="background", feather=0, expression=PICKED, threshold=0.5):
+        """Opening the Effects tab at frame 1: (preview pixels, the video it shows)."""
+        path, video, is_open = handlers.effects(state, threshold, expression, 1, effect, target, feather)
+        assert is_open
+        return image(path), video
+
+    green = np.array([0, 255, 0], np.uint8)
+    filled, video = preview("fill")
+    assert video is None  # no video rendered yet
+    assert filled.shape == (*KNOWN_SIZE, 3)
+    assert (filled[mask] == frame[mask]).all() and (filled[~mask] == green).all()  # the background filled
+    filled, _ = preview("fill", "object")
+    assert (filled[mask] == green).all() and (filled[~mask] == frame[~mask]).all()
+    softened, _ = preview("fill", feather=8)
+    assert (softened[:20, :36] == frame[:20, :36]).all() and (softened[44:] == green).all()
+    assert (np.diff(softened[20, 43:53, 0].astype(int)) < 0).all()  # across the right edge, the red fades out
+    spotlit, _ = preview("spotlight", "object")  # the spotlight has no target: the object always stays lit
+    assert (spotlit[:28, :44] == frame[:28, :44]).all()
+    assert np.abs(spotlit[36:] - np.round(frame[36:] * 0.4)).max() <= 1  # darkened by dim 0.6
+
+    cut, _ = preview("cutout")
+    assert cut.shape == (*KNOWN_SIZE, 4)  # RGBA
+    assert (cut[..., 3] == np.where(mask, 255, 0)).all() and (cut[mask][:, :3] == frame[mask]).all()
+    assert known.toasts == []
+
+    blur_frame, blur_video = handlers.effect_api(state, 0.5, PICKED, 1, "blur", "background", 0)
+    assert (image(blur_frame)[mask] == frame[mask]).all() and (image(blur_frame)[~mask] != frame[~mask]).any()
+    assert_playable(blur_video, 4, size=KNOWN_SIZE[::-1])
+    assert video_frames(blur_video) == 4
+    cut_frame, cut_video = handlers.effect_api(state, 0.5, PICKED, 1, "cutout", "background", 0)
+    assert Path(cut_video).name == "cutout.webm" and video_frames(cut_video) == 4
+    alpha = decode_rgba(cut_video)[..., 3].astype(int)  # (T, H, W): VP9 is lossy, the edge a little soft
+    assert alpha.shape == (4, *KNOWN_SIZE)
+    assert (alpha[:, :28, :44] >= 240).all() and (alpha[:, 36:] <= 15).all() and (alpha[:, :, 52:] <= 15).all()
+    assert model_calls == [] and decode_counts() == decoded  # the frames kept in memory, the model not run
+
+
+def test_the_effects_tab_keeps_a_video_while_it_matches_and_draws_only_while_open(known, model_calls):
+    handlers, state = known.handlers, known.state
+    folder = state.view.folder
+    model_calls.clear()
+    inputs = [state, 0.5, PICKED, 1, "fill", "background", 0]
+
+    def shown(*changes):
+        """The preview and the video the open tab shows with `changes` made to `inputs`."""
+        return handlers.effects(*[*changes, *inputs[len(changes):]])[:2]
+
+    first, _ = shown()
+    pixels, video = image(first), handlers.render_effect(*inputs)
+    assert Path(video).name == "effect_fill.mp4"
+    assert shown() == (first, video)  # the same picture is the same file; the video still matches
+    assert shown(state, 0.3)[1] is None  # another threshold: that video no longer shows it
+    assert shown(state, 0.5, "the blue square")[1] is None
+    assert shown(*inputs[:4], "blur")[1] is None and shown(*inputs[:6], 2)[1] is None
+    assert shown()[1] == video and np.array_equal(image(shown()[0]), pixels)
+    assert handlers.render_effect(*inputs) == video  # drawn once: not encoded again
+
+    state.choose(PICKED, 1)  # the candidate covering the top-right quarter instead
+    picked, after = shown()
+    assert after is None
+    filled, frame = image(picked), state.view.frame(1)
+    assert (filled[:28, :44] == [0, 255, 0]).all() and (filled[:28, 52:] == frame[:28, 52:]).all()
+    state.undo()
+    assert shown()[1] == video
+
+    # with the tab closed, a redraw or a change of the effect draws nothing
+    files = sorted(folder.rglob("*"))
+    assert handlers.refresh_effect(*inputs[:4], "pixelate", "object", 3, False) == (gr.skip(), gr.skip())
+    assert sorted(folder.rglob("*")) == files
+    refreshed = handlers.refresh_effect(*inputs[:4], "pixelate", "object", 3, True)
+    assert refreshed[1] is None and image(refreshed[0]).shape == (*KNOWN_SIZE, 3)
+    assert known.toasts == [] and model_calls == []
+
+
+# (case, {index in [state, threshold, expression, frame, effect, target, feather]: value sent instead}, message)
+EFFECT_REFUSALS = [
+    ("unknown effect", {4: "sparkle"}, "Effect (effect) must be one of 'blur', 'pixelate', 'fill', 'desaturate', "
+                                       "'spotlight', 'cutout', got 'sparkle'"),
+    ("negative feather", {6: -1}, "Soft edge in pixels (feather) must be a number from 0 to 32, got -1"),
+    ("feather as text", {6: "wide"}, "(feather) must be a number from 0 to 32, got 'wide'"),
+    ("unknown target", {5: "sky"}, "Apply to (target) must be one of 'background', 'object', got 'sky'"),
+    ("unknown expression", {2: "the cat"}, "Expression (expression) must be one of"),
+    ("frame out of range", {3: 4}, "Frame (frame) must be a whole number from 0 to 3, got 4"),
+    ("no result yet", {0: None}, "No result yet"),
+]
+
+
+@pytest.mark.parametrize("case, changes, expected", EFFECT_REFUSALS, ids=[c[0] for c in EFFECT_REFUSALS])
+def test_a_refused_effect_input_warns_and_keeps_the_result(known, case, changes, expected):
+    handlers, state, toasts = known.handlers, known.state, known.toasts
+    inputs = [state, 0.5, PICKED, 1, "spotlight", "background", 4]
+    before = handlers.effects(*inputs)
+    video = handlers.render_effect(*inputs)
+    bad = [changes.get(index, value) for index, value in enumerate(inputs)]
+    assert handlers.render_effect(*bad) == gr.skip()  # the page: a warning, the video left as it was
+    assert len(toasts) == 1 and toasts[0][0] == "warning" and expected in toasts[0][1]
+    if bad[0] is None:
+        assert handlers.effects(*bad) == (None, None, True)  # opening the tab before a result says nothing
+    else:
+        assert handlers.effects(*bad) == (gr.skip(),) * 3 and len(toasts) == 2
+    with pytest.raises(gr.Error) as error:  # the API: an error
+        handlers.effect_api(*bad)
+    assert expected in error.value.message
+    assert handlers.effects(*inputs) == (before[0], video, True)  # the result is as it was
+    assert handlers.render_effect(*inputs) == video and state.view.choice(PICKED) == 0
