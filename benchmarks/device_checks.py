@@ -74,12 +74,18 @@ def compile_decision(device: str, config: str = "swin_b", frames: int = 4, repea
     compiled = torch.compile(model.backbone)
     _timed(lambda: eager(pixels), device)  # warm-up
     eager_s = statistics.median(_timed(lambda: eager(pixels), device) for _ in range(repeats))
-    first_s = _timed(lambda: compiled(pixels), device)
+    print(f"## torch.compile of the {config} backbone on {device}, {frames} frames at 360x640")
+    try:
+        first_s = _timed(lambda: compiled(pixels), device)
+    except Exception as err:  # noqa: BLE001 - a compiler failure is a finding, not a crash of the check
+        reason = " ".join(str(err).split())[:300]
+        print(f"eager {eager_s:.3f} s; compilation failed: {type(err).__name__}: {reason}")
+        print("decision: do not offer torch.compile (it does not compile this model here)")
+        return
     steady_s = statistics.median(_timed(lambda: compiled(pixels), device) for _ in range(repeats))
     recompile_s = _timed(lambda: compiled(other), device)
     speedup = eager_s / steady_s
     offer = speedup >= COMPILE_RULE["min_speedup"] and recompile_s <= COMPILE_RULE["max_recompile_s"]
-    print(f"## torch.compile of the {config} backbone on {device}, {frames} frames at 360x640")
     print(f"eager {eager_s:.3f} s; compiled: first call {first_s:.1f} s, steady {steady_s:.3f} s "
           f"({speedup:.2f}x), a new clip size {recompile_s:.1f} s")
     print(f"decision: {'offer' if offer else 'do not offer'} torch.compile (rule: at least "
