@@ -19,7 +19,7 @@ from .config import ReferDinoConfig
 from .decoder import ReferDinoDecoder, TwoStageSelection
 from .deformable import set_deformable_sampler
 from .encoder import EncoderOutput, ReferDinoEncoder
-from .layers import inverse_sigmoid, text_logits, use_fast_linears
+from .layers import inverse_sigmoid, text_logits
 from .mask_head import MaskDecoder, PixelDecoder
 from .outputs import FrameQueries, ReferDinoOutput, Trace, record
 from .schedule import StageHooks, run_schedule
@@ -50,7 +50,6 @@ class ReferDinoModel(nn.Module):
         self.pixel_decoder = PixelDecoder(config)
         self.mask_decoder = MaskDecoder(config)
         set_deformable_sampler(self, "gather")
-        use_fast_linears(self)  # every remaining plain nn.Linear (text encoder, decoders, heads) through oneDNN
 
     @property
     def device(self) -> torch.device:
