@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 import torch
@@ -79,14 +80,19 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return F.gelu(out) if activation == "gelu" else F.relu(out) if activation == "relu" else out
 
 
+ONEDNN_ENV = "REFERDINO_ONEDNN"
 _ALGORITHM = {"none": "", "relu": "", "gelu": "none"}  # oneDNN's GELU "algorithm": "none" = erf, "tanh" = approx.
 
 
-_enabled = True
+# oneDNN keeps resident memory for each new input shape (Swin-B: about 40 MB per new clip size, 8 sizes measured;
+# torch's layers level off after the second): a server seeing many clip sizes may prefer torch's layers,
+# REFERDINO_ONEDNN=0, at the cost of the speed.
+_enabled = os.environ.get(ONEDNN_ENV, "1") != "0"
 
 
 def set_onednn(enabled: bool) -> None:
-    """Let `linear` use oneDNN (the default) or always torch's ops (the reference the benchmarks compare with)."""
+    """Let `linear` use oneDNN (the default; `REFERDINO_ONEDNN=0` in the environment makes the default off) or always
+    torch's ops (the reference the benchmarks compare with)."""
     global _enabled
     _enabled = enabled
 

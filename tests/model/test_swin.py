@@ -86,3 +86,17 @@ def test_layouts_made_in_inference_mode_serve_autograd_too():
         model(pixels)
     model(pixels).stage1.sum().backward()  # the cached layout is reused with gradients on
     assert model.swin.swin.embeddings.patch_embeddings.projection.weight.grad is not None
+
+
+@pytest.mark.parametrize("value, expected", [("0", "False"), ("1", "True"), (None, "True")])
+def test_referdino_onednn_0_in_the_environment_turns_the_onednn_layers_off(value, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "REFERDINO_ONEDNN"}
+    if value is not None:
+        env["REFERDINO_ONEDNN"] = value
+    done = subprocess.run([sys.executable, "-c", "from referdino_demo.model import layers; print(layers._enabled)"],
+                          env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
