@@ -14,9 +14,7 @@ import os
 import statistics
 
 from .common import run_isolated
-from .run import OPTIMISATIONS
-
-BEFORE = [*OPTIMISATIONS["fast Swin"], *OPTIMISATIONS["oneDNN linears"]]
+from .run import BEFORE
 SHOWN = ("backbone", "encoder", "decoder", "pixel_decoder", "mask_decoder")
 
 

@@ -88,15 +88,16 @@ def app_start(path: Path, vocab: Path, cache: Path, timeout_s: float = 600) -> d
 
     poller = threading.Thread(target=poll_server, daemon=True)
     poller.start()
+    watchdog = threading.Timer(timeout_s, app.kill)  # ends the read below if the line never comes
+    watchdog.start()
     try:
         for line in app.stderr:  # the log: "model ready" comes once the weights are loaded
             if "model ready" in line:
                 times["model_ready_s"] = time.monotonic() - begin
                 break
-            if time.monotonic() - begin > timeout_s:
-                break
         poller.join(max(0.0, timeout_s - (time.monotonic() - begin)))
     finally:
+        watchdog.cancel()
         app.kill()
         app.wait()
     if len(times) < 2:

@@ -9,7 +9,6 @@ import sys
 import time
 from contextlib import contextmanager
 
-import referdino_demo  # noqa: F401  (before torch: sets OpenMP defaults, see threads.py)
 import numpy as np
 import torch
 
@@ -55,7 +54,8 @@ def timer(results: dict, name: str, device="cpu"):
     results[name] = results.get(name, 0.0) + time.perf_counter() - start
 
 
-def run_isolated(module: str, *args: str) -> dict:
-    """Run `python -m module args` in a fresh process (so peak memory is its own) and parse its JSON line."""
-    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, check=True)
+def run_isolated(module: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    """Run `python -m module args` in a fresh process (so peak memory is its own; in `env`, default this one's) and
+    parse its JSON line."""
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, check=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])

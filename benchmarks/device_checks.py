@@ -18,11 +18,10 @@ import statistics
 import time
 from pathlib import Path
 
-import referdino_demo  # noqa: F401  (before torch: sets OpenMP defaults, see threads.py)
 import numpy as np
 import torch
 
-from .common import build, clip, synchronize
+from .common import SHORT_SIDE, build, clip, synchronize
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "parity"
 # Offer torch.compile only if it pays back within one typical request: steady state at least this much faster,
@@ -49,7 +48,7 @@ def agreement(device: str, fixture: Path = FIXTURE) -> None:
     for dtype, result in results.items():
         if dtype == "float32":
             continue
-        # each at its own chosen query, as a user sees it; the reference query's mask too
+        # each at its own chosen query, as a user sees it
         agree = (result.masks() == reference.masks()).mean()
         scores = np.abs(result.mean_scores - reference.mean_scores).max()
         print(f"{dtype:9s} {str(result.query == reference.query):>10s} {scores:18.2e} {agree:20.4%}")
@@ -68,13 +67,14 @@ def compile_decision(device: str, config: str = "swin_b", frames: int = 4, repea
     from referdino_demo.preprocess.frames import preprocess_frames
 
     model = build(config, device)
-    pixels = preprocess_frames(clip(frames), 360).to(device)
-    other = preprocess_frames(clip(frames, (480, 640)), 360).to(device)  # another clip size: another graph
+    pixels = preprocess_frames(clip(frames), SHORT_SIDE[config]).to(device)
+    other = preprocess_frames(clip(frames, (480, 640)), SHORT_SIDE[config]).to(device)  # another size: another graph
     eager = model.backbone
     compiled = torch.compile(model.backbone)
     _timed(lambda: eager(pixels), device)  # warm-up
     eager_s = statistics.median(_timed(lambda: eager(pixels), device) for _ in range(repeats))
-    print(f"## torch.compile of the {config} backbone on {device}, {frames} frames at 360x640")
+    print(f"## torch.compile of the {config} backbone on {device}, {frames} frames of 360x640 at short side "
+          f"{SHORT_SIDE[config]}")
     try:
         first_s = _timed(lambda: compiled(pixels), device)
     except Exception as err:  # noqa: BLE001 - a compiler failure is a finding, not a crash of the check

@@ -4,7 +4,8 @@
 matrix products, convolutions and attention (2 per multiply-add) and nothing else: elementwise work, norms,
 softmax and the deformable sampling (`embedding_bag` gathers) cost time but count 0. A stage's achieved GFLOP/s
 against `matmul_gflops` (a large matmul on the same machine, same threads, same run, the faster of torch's and
-oneDNN's) says how far it is from what the machine can do: near 1 it is compute-bound matmuls; low, its time goes to memory traffic or small ops.
+oneDNN's) says how far it is from what the machine can do: near 1 it is compute-bound matmuls; low, its time goes
+to memory traffic or small ops.
 `TimeSplit` says which: the share of each stage's time in matmul kernels and in the deformable sampling (memory-bound
 gathers), from a profiled pass.
 """

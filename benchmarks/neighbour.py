@@ -22,10 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-# The runs: config -> (frames, stages arguments); the tiny model at short side 160, Swin-T at 360x640.
-RUNS = {"tiny": ["--frames", "8"], "swin_t": ["--frames", "4"], "swin_b": ["--frames", "4"]}
-# As benchmarks.common, imported only where a model runs: the neighbour itself is plain torch.
-SHORT_SIDE = {"tiny": 160, "swin_t": 360, "swin_b": 360}
+# The frames of each config's runs (at `common.SHORT_SIDE`: the tiny model at 160, the others at 360).
+FRAMES = {"tiny": 8, "swin_t": 4, "swin_b": 4}
 SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "REFERDINO_OPENMP_DEFAULTS")
 
 
@@ -75,16 +73,18 @@ def model_seconds(config: str, remedy: bool, neighbour: bool) -> tuple[float, fl
         other = subprocess.Popen([sys.executable, "-m", "benchmarks.neighbour", "--neighbour", "3600"],
                                  env=_environment(remedy=False))
         time.sleep(1.0)  # its threads are up and spinning
+    from .common import run_isolated  # here: the neighbour itself needs only torch
+
     busy, children, start = _cpu_busy()[0], _children_cpu(), time.monotonic()
     try:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.stages", "--config", config, *RUNS[config],
-                               "--no-flops"], env=env, capture_output=True, text=True, check=True)
+        run = run_isolated("benchmarks.stages", "--config", config, "--frames", str(FRAMES[config]), "--no-flops",
+                           env=env)
     finally:
         if other is not None:
             other.kill()
             other.wait()
     background = (_cpu_busy()[0] - busy - (_children_cpu() - children)) / (time.monotonic() - start)
-    return json.loads(done.stdout.strip().splitlines()[-1])["model_seconds"], background
+    return run["model_seconds"], background
 
 
 def neighbour_table(configs: list[str], rounds: int) -> None:
@@ -122,7 +122,7 @@ def jobs_throughput(config: str, frames: int, jobs: int = 4) -> dict:
     from referdino_demo.preprocess.text import synthetic_tokenizer
     from referdino_demo.threads import ThreadBudget
 
-    from .common import build, clip
+    from .common import SHORT_SIDE, build, clip
 
     segmenter = predictor_module.ReferDinoPredictor(build(config), synthetic_tokenizer(), device="cpu")
     video = clip(frames)
@@ -149,9 +149,10 @@ def jobs_throughput(config: str, frames: int, jobs: int = 4) -> dict:
 
 
 def jobs_table(config: str, frames: int) -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.neighbour", "--jobs", config, "--jobs-frames",
-                           str(frames)], env=_environment(remedy=True), capture_output=True, text=True, check=True)
-    run = json.loads(done.stdout.strip().splitlines()[-1])
+    from .common import SHORT_SIDE, run_isolated
+
+    run = run_isolated("benchmarks.neighbour", "--jobs", config, "--jobs-frames", str(frames),
+                       env=_environment(remedy=True))
     one = run["one_at_a_time"]
     print(f"\n## Jobs in one process: {config}, {frames} frames at short side {SHORT_SIDE[config]}, a budget of "
           f"{run['threads']} threads")

@@ -86,7 +86,8 @@ def main() -> None:
               f"{run['first_render_decodes']:12d} {run['rerender_decodes']:10.1f} {run['overlay_ms']:16.1f} "
               f"{run['heatmap_ms']:16.1f} {run['images_ms']:22.1f}")
     kept = runs[0]
-    met = kept["overlay_ms"] < GOAL_MS and kept["heatmap_ms"] < GOAL_MS
+    met = (kept["segment_decodes"] == 1 and kept["rerender_decodes"] == 0
+           and kept["overlay_ms"] < GOAL_MS and kept["heatmap_ms"] < GOAL_MS)
     print(f"goal: 1 decode per Segment ({kept['segment_decodes']}), 0 per redraw while the frames fit "
           f"({kept['rerender_decodes']:g}), under {GOAL_MS:g} ms a frame ({'met' if met else 'not met'})")
     print(json.dumps({"config": args.config, "frames": args.frames, "width": width, "height": height,

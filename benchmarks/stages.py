@@ -12,7 +12,6 @@ import argparse
 import functools
 import json
 
-import referdino_demo  # noqa: F401  (before torch: sets OpenMP defaults, see threads.py)
 import numpy as np
 import torch
 
@@ -67,13 +66,6 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
         if repeat == 1:
             t.clear()
         video, hooks = run(_Timing(t, device), t)
-    counts: dict[str, int] = {}
-    split: dict[str, dict[str, float]] = {}
-    if flops:  # after the timed passes: counting and profiling slow each op down
-        run(FlopCounting(counts), {})
-        timing = TimeSplit(split)
-        with timing.profiled():
-            run(timing, {})
     logits, boxes, masks = video.logits.float(), video.boxes.float(), hooks.masks(0).float()
     with timer(t, "postprocess"):
         scores = frame_scores(logits)
@@ -105,10 +97,14 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
               "dtype": str(dtype).removeprefix("torch."), "seconds": per_repeat, "model_seconds": model_seconds,
               "model_fps": frames / model_seconds, "peak_rss_mb": peak_rss_mb(),
               "final_queries": int(logits.shape[1])}
-    if flops:
-        result["flops"] = counts
-        result["split"] = split
-        result["matmul_gflops"] = matmul_gflops(device, dtype)
+    if flops:  # last, after the timings and peak RSS: counting and profiling slow each op and hold memory
+        counts: dict[str, int] = {}
+        split: dict[str, dict[str, float]] = {}
+        run(FlopCounting(counts), {})
+        timing = TimeSplit(split)
+        with timing.profiled():
+            run(timing, {})
+        result.update(flops=counts, split=split, matmul_gflops=matmul_gflops(device, dtype))
     return result
 
 
@@ -122,11 +118,13 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--sampler", default="gather", help="deformable sampler: gather (default) or grid_sample")
-    parser.add_argument("--fusion", default="reassociated", help="bi-attention: reassociated (default) or transformers")
-    parser.add_argument("--swin", default="fast", help="Swin forward: fast (default) or transformers")
-    parser.add_argument("--linears", default="onednn", help="CPU linear layers: onednn (default) or torch")
-    parser.add_argument("--no-flops", action="store_true", help="skip the operation count (one pass less)")
+    parser.add_argument("--sampler", default="gather", choices=("gather", "grid_sample"), help="deformable sampler")
+    parser.add_argument("--fusion", default="reassociated", choices=("reassociated", "transformers"),
+                        help="bi-attention")
+    parser.add_argument("--swin", default="fast", choices=("fast", "transformers"), help="Swin forward")
+    parser.add_argument("--linears", default="onednn", choices=("onednn", "torch"), help="CPU linear layers")
+    parser.add_argument("--no-flops", action="store_true", help="skip the operation count and time split (two "
+                                                                   "passes less)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
