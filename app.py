@@ -29,6 +29,7 @@ from pathlib import Path
 
 from referdino_demo.hub import CHECKPOINT_ENV, TINY_RANDOM, default_checkpoint
 from referdino_demo.errors import ReferDinoError
+from referdino_demo.options import option_type
 from referdino_demo.ui.gradio_app import build_demo
 from referdino_demo.ui.config import AppConfig, environment_flag
 from referdino_demo.ui.session import PredictorRegistry
@@ -65,8 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="segmentations run at the same time (each holds a model's activations)")
     parser.add_argument("--queue-size", type=int, default=int(env("REFERDINO_QUEUE_SIZE", 32)),
                         help="requests that may wait in the queue; more are refused with 'queue is full'")
-    parser.add_argument("--frame-cache-mb", type=float,
-                        default=float(env("REFERDINO_FRAME_CACHE_MB", DEFAULTS.frame_cache_mb)),
+    parser.add_argument("--frame-cache-mb", type=option_type("frame_cache_mb"),
+                        default=env("REFERDINO_FRAME_CACHE_MB", str(DEFAULTS.frame_cache_mb)),
                         help="decoded frames each result keeps in memory for redrawing (beyond it they are decoded "
                              "again)")
     parser.add_argument("--device", default=env("REFERDINO_DEVICE"), help="cuda, mps or cpu (default: the best)")

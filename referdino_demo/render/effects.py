@@ -171,6 +171,12 @@ def effect_options(name: str) -> tuple[str, ...]:
     return tuple(inspect.signature(_effect_class(name)).parameters)
 
 
+def has_target(name: str) -> bool:
+    """Whether effect `name` applies to the background or the object as asked (its `target`); the spotlight and the
+    cut-out always keep the object."""
+    return "target" in effect_options(name)
+
+
 def make_effect(name: str, **options) -> Effect:
     """The renderer of effect `name` (a key of `EFFECTS`) with `options` (see `effect_options`); `ConfigError` for
     an unknown name or option, naming the choices."""

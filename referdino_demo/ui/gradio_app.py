@@ -27,11 +27,11 @@ import gradio as gr
 
 from ..hub import TINY_RANDOM, TRY_UNTRAINED
 from ..errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadError, ReferDinoError
-from ..render.effects import TARGETS
+from ..render.effects import TARGETS, has_target
 from ..result_view import EFFECT_NAMES, EXPORTS
 from .config import CONTROLS, DTYPES, AppConfig, RunOptions, check_choice, check_number
 from .session import (APP_EXPORTS, Backend, EffectChoice, PredictorRegistry, RunInputs, SessionResult, View, as_text,
-                      has_target, hide_paths, message, shorten)
+                      hide_paths, message, shorten)
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -201,10 +201,9 @@ class _Handlers:
         """The new result and its first drawing (the previous result closed), for the page and the API."""
         options = self._options(checkpoint, query_decay, num_candidates, stride, max_frames, short_side, dtype)
         view = View(check_number("threshold", threshold), check_number("opacity", opacity))
-        run = self.backend.example if example else self.backend.segment_and_render
-        result, rendered = run(_video_path(video), expressions, options, view, getattr(request, "session_hash", None),
-                               progress, _client_connected())
-        result.inputs = RunInputs.of(_video_path(video), expressions, options)
+        result, rendered = self.backend.segment_and_render(
+            _video_path(video), expressions, options, view, getattr(request, "session_hash", None), progress,
+            _client_connected(), cache=example)
         for note in result.segmentation.notes:
             gr.Warning(message(note))
         if state is not None:
@@ -240,7 +239,7 @@ class _Handlers:
     def example(self, index, checkpoint, query_decay, num_candidates, threshold, opacity, stride, max_frames,
                 short_side, dtype, state, request: gr.Request, progress=gr.Progress()):
         """An example clicked: its clip and expressions in the inputs, and its result, from the example cache when
-        it was computed before (`Backend.example`)."""
+        it was computed before (`Backend.segment_and_render` with `cache`)."""
         examples = self.backend.config.examples()
         video, text = examples[check_number("example", index, high=len(examples) - 1)]
         result, rendered, _ = self._segment(video, text, checkpoint, query_decay, num_candidates, threshold, opacity,

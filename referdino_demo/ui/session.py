@@ -200,10 +200,13 @@ class Backend:
 
     def segment_and_render(self, video: str | None, text: str | None, options: RunOptions, view: "View",
                            session: str | None = None, progress: Callable | None = None,
-                           connected: Callable[[], bool] | None = None) -> tuple["SessionResult", "Rendered"]:
-        """`segment`, then the first render, as one job: if the client goes meanwhile, nothing is left behind."""
+                           connected: Callable[[], bool] | None = None,
+                           cache: bool = False) -> tuple["SessionResult", "Rendered"]:
+        """`segment`, then the first render, as one job: if the client goes meanwhile, nothing is left behind.
+        `cache`: an example clip, whose result comes from the example cache when it was computed before with this
+        checkpoint and these settings (no model run), else the model runs once and it is kept."""
         with self.job(session, connected) as job:
-            result = self._segment(video, text, options, job, progress)
+            result = self._segment(video, text, options, job, progress, cache)
             if progress is not None:
                 progress(0.95, desc="rendering the videos")
             return result, result.render(view)
@@ -251,7 +254,7 @@ class Backend:
                                            source=Path(video).name)
         view = ResultView(segmentation, self.workspace.new_folder(job.session, job), versioned=True,
                           frame_cache_mb=self.config.frame_cache_mb)
-        return SessionResult(view, video=video)
+        return SessionResult(view, video=video, inputs=RunInputs.of(video, text, options))
 
     def _compute(self, video, expressions: list[str], selection: FrameSelection, frames: VideoFrames,
                  options: RunOptions, job: Job, progress: Callable | None) -> VideoSegmentation:
@@ -265,20 +268,6 @@ class Backend:
                 raise JobCancelledError(SESSION_ENDED)
             return self._run(options.checkpoint, options.dtype, *source, expressions, settings, len(frames), progress,
                              job.id)
-
-    def example(self, video: str, text: str, options: RunOptions, view: "View", session: str | None = None,
-                progress: Callable | None = None,
-                connected: Callable[[], bool] | None = None) -> tuple["SessionResult", "Rendered"]:
-        """`segment_and_render` for an example clip: its result comes from the example cache when it was computed
-        before with this checkpoint and these settings (no model run), else the model runs once and it is kept."""
-        with self.job(session, connected) as job:
-            result = self._segment(video, text, options, job, progress, cache=True)
-            return result, result.render(view)
-
-    def cached_example(self, video: str, text: str, options: RunOptions) -> bool:
-        """Whether the example's result is in the cache already."""
-        expressions, selection, _ = self.prepare(video, text, options)
-        return self.examples.path(options.checkpoint, video, expressions, _cache_key(options, selection)).is_file()
 
     def warm_examples(self, options: RunOptions) -> None:
         """Compute the examples' results missing from the cache (one at a time, for a start-up thread); a failure
@@ -340,18 +329,10 @@ class View:
         return RenderSettings(self.threshold, opacity=self.opacity, expression=self.expression)
 
 
-def has_target(effect: str) -> bool:
-    """Whether effect `effect` applies to the background or to the object as asked (its `target`); the spotlight
-    and the cut-out always keep the object."""
-    from ..render.effects import effect_options
-
-    return "target" in effect_options(effect)
-
-
 @dataclass(frozen=True)
 class EffectChoice:
-    """What the Effects tab shows: the effect `name` (`result_view.EFFECT_NAMES`) on the `target` (background or
-    object, where the effect takes one: `has_target`) with a soft edge of `feather` pixels, on the object of
+    """What an Effects tab (the app's, the notebook panel's) shows: the effect `name` (`result_view.EFFECT_NAMES`) on the `target` (background or
+    object, where the effect takes one: `render.effects.has_target`) with a soft edge of `feather` pixels, on the object of
     `expression` (None: the first)."""
 
     name: str = "blur"
@@ -361,7 +342,7 @@ class EffectChoice:
 
     def renderer(self):
         """The renderer of `render.effects` that draws it."""
-        from ..render.effects import make_effect
+        from ..render.effects import has_target, make_effect
 
         target = {"target": self.target} if has_target(self.name) else {}
         return make_effect(self.name, feather=self.feather, **target)

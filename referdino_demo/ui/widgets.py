@@ -37,9 +37,10 @@ from ..errors import ReferDinoError
 from ..frame_selection import FrameSelection
 from ..options import DEFAULT_FRAME_CACHE_MB, DEFAULT_SHORT_SIDE, QUERY_DECAY_HELP, QUERY_DECAY_LABEL
 from ..predictor import ReferDinoPredictor
-from ..render.effects import EFFECTS, TARGETS, effect_options
+from ..render.effects import EFFECTS, TARGETS, has_target
 from ..result_view import EXPORTS, RenderSettings, ResultView
 from ..results import VideoSegmentation
+from .session import EffectChoice
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,9 @@ class ReferDinoPanel:
             button.on_click(lambda _, kind=kind: self._on_export(kind))
         self.pick_button.on_click(lambda _: self._guard(self._pick))
         self.undo_button.on_click(lambda _: self._guard(self._undo))
+        # spotlight and cut-out keep the object: "apply to" does not apply to them, with or without a result
+        self.effect.observe(lambda change: setattr(self.target, "disabled", not has_target(change["new"])),
+                            names="value")
         for control in (self.effect, self.feather, self.target, self.effect_expression):
             control.observe(lambda _: self._guard(self._show_effect), names="value")
         self.effect_button.on_click(lambda _: self._guard(self._render_effect))
@@ -298,26 +302,20 @@ class ReferDinoPanel:
         self.heatmap_image.value = png_bytes(self.view.heatmap_frame(index, settings))
         self._show_effect()
 
-    def _effect_renderer(self):
-        """The chosen effect with the feather and, where the effect has one, the target."""
-        from ..render.effects import make_effect
-
-        name = self.effect.value
-        self.target.disabled = "target" not in effect_options(name)
-        target = {} if self.target.disabled else {"target": self.target.value}
-        return make_effect(name, feather=self.feather.value, **target)
+    def _effect(self):
+        """The chosen effect's renderer."""
+        return EffectChoice(self.effect.value, self.target.value, self.feather.value).renderer()
 
     def _show_effect(self) -> None:
         """The chosen effect on the current frame (the preview of the Effects tab)."""
         if self.view is None or self._quiet:
             return
-        effect = self._effect_renderer()
-        self.effect_image.value = png_bytes(self.view.effect_frame(self.frame.value, effect, self._settings()))
+        self.effect_image.value = png_bytes(self.view.effect_frame(self.frame.value, self._effect(), self._settings()))
 
     def _render_effect(self) -> None:
         if self.view is None:
             raise ReferDinoError("nothing to render yet: press Run first")
-        path = self.view.effect_video(self._effect_renderer(), self._settings())
+        path = self.view.effect_video(self._effect(), self._settings())
         self.effect_video.format = path.suffix[1:]
         self.effect_video.value = path.read_bytes()
         self._say(f"wrote {path}")

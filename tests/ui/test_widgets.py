@@ -209,3 +209,10 @@ def test_static_renderers_get_an_html_copy(ran):
     assert "ReferDINO" in page and "the red ball" in page
     image = page.split('src="data:image/png;base64,')[1].split('"')[0]
     assert png(base64.b64decode(image)).shape[:2] == (72, 128)
+
+
+def test_apply_to_follows_the_effect_before_any_run(panel):
+    """Spotlight and cut-out keep the object: "apply to" is off for them, before a result as after."""
+    for name, disabled in (("cutout", True), ("blur", False), ("spotlight", True), ("fill", False)):
+        panel.effect.value = name
+        assert panel.target.disabled is disabled
