@@ -353,20 +353,21 @@ class ResultView:
                           lambda path: Image.fromarray(self.effect_frame(index, effect, settings)).save(path))
 
     def effect_video(self, effect: "Effect | str", settings: RenderSettings = RenderSettings(),
-                     expression: str | int | None = None) -> Path:
+                     expression: str | int | None = None, *, draw: bool = True) -> Path | None:
         """`effect` over every processed frame, as `effect_frame` draws it, in the file of the export
         `effect:NAME` (`effect_NAME.mp4`; the cut-out: `cutout.webm` with alpha, or `.mov` where VP9 is missing,
         see `io.video_writer.alpha_video_suffix`), with the source's sound unless `settings.audio` is off; memoised
-        by what it draws (`write("effect:NAME")` comes here too, so an equal effect is drawn once)."""
+        by what it draws (`write("effect:NAME")` comes here too, so an equal effect is drawn once). With
+        `draw=False`, only the memoised file, or None where this effect was not drawn at these settings."""
         from .render.effects import render_effect_video
 
         effect, settings = self._effect(effect, settings, expression)
         kind = f"effect:{effect.name}"
         return self._file(kind, EXPORTS[kind].file_name, (effect.key(), *settings.key(EFFECT_VIDEO)),
-                          lambda path: render_effect_video(
+                          (lambda path: render_effect_video(
                               self.segmentation, self.iter_frames(), path, effect,
                               expression=settings.effect_expression, **settings.mask_options(),
-                              **settings.audio_option(self)))
+                              **settings.audio_option(self))) if draw else None)
 
     def plot(self):
         """The score plot (a matplotlib Figure) of the shown candidates, memoised."""
@@ -433,15 +434,18 @@ class ResultView:
                     self._images.popitem(last=False)
             return self._images[key]
 
-    def _file(self, kind: str, name: str, key: tuple, write: Callable[[Path], object]) -> Path:
+    def _file(self, kind: str, name: str, key: tuple, write: Callable[[Path], object] | None) -> Path | None:
         """The file `name` of `kind` for `key`, made by `write(path)` unless it exists (files may have been
-        cleaned up meanwhile). A failed write leaves no file (the writers are atomic) and no folder."""
+        cleaned up meanwhile; without `write`, None then). A failed write leaves no file (the writers are atomic)
+        and no folder."""
         with self._lock:
             key = (*key, self._key())
             made = self._files.setdefault(kind, [])
             for old_key, path in made:
                 if old_key == key and path.is_file():
                     return path
+            if write is None:
+                return None
             if self.folder is None:
                 raise ConfigError("this view has no folder to write files into; make it with ResultView(segmentation,"
                                   " folder)")

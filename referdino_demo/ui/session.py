@@ -400,7 +400,6 @@ class SessionResult:
     def __init__(self, view: ResultView, video: str | Path | None = None, inputs: RunInputs | None = None):
         """video: the file segmented, decoded again for drawing when its frames did not fit in memory."""
         self.view, self.video, self.inputs = view, video, inputs
-        self._effect_video: tuple[tuple, Path] | None = None  # the last effect video rendered, by what it shows
 
     @property
     def segmentation(self) -> VideoSegmentation:
@@ -490,19 +489,12 @@ class SessionResult:
         """`effect` over every processed frame at `view.threshold` (`ResultView.effect_video`, drawn unless drawn
         before): an H.264 MP4, for the cut-out a VP9 WebM with alpha (`.mov` where this FFmpeg has no VP9)."""
         self._check_source()
-        path = self.view.effect_video(effect.renderer(), view.settings, effect.expression)
-        self._effect_video = (self._effect_key(view, effect), path)
-        return path
+        return self.view.effect_video(effect.renderer(), view.settings, effect.expression)
 
     def shown_effect_video(self, view: View, effect: EffectChoice) -> Path | None:
-        """The last `effect_video`, if it still shows `effect` at `view` (None once the effect, the threshold or the
-        candidate of its expression changed): what the page may keep showing without drawing anything."""
-        last = self._effect_video
-        return last[1] if last and last[0] == self._effect_key(view, effect) and last[1].is_file() else None
-
-    def _effect_key(self, view: View, effect: EffectChoice) -> tuple:
-        expression = self.expression(effect.expression)
-        return dataclasses.replace(effect, expression=expression), view.threshold, self.view.choice(expression)
+        """The `effect_video` drawn before at exactly these settings and candidates, else None (nothing is drawn):
+        what the page may keep showing."""
+        return self.view.effect_video(effect.renderer(), view.settings, effect.expression, draw=False)
 
     def summary(self) -> str:
         """Markdown: what was processed, notes, and each expression's shown query (user text escaped)."""
