@@ -1,10 +1,13 @@
-"""Shared CPUs: `python -m benchmarks.neighbour [--configs tiny,swin_t] [--rounds 3] [--no-jobs]`.
+"""Shared CPUs: `python -m benchmarks.neighbour [--configs tiny,swin_t] [--rounds 3] [--spin-counts 2000,4000] [--no-jobs]`.
 
 1. Each config's model time (`benchmarks.stages`) alone ("quiet") and beside a neighbour: another process running a
    2-thread PyTorch loop of small matmuls with OpenMP's defaults, as another user's job would. Without the remedy
    (`REFERDINO_OPENMP_DEFAULTS=0`: libgomp's long spin-wait) and with it (the package's `GOMP_SPINCOUNT`, see
    `referdino_demo/threads.py`). Runs alternate, and each cell is the median over `--rounds`, so that a noisy
    machine moves every column alike. "background CPUs" is what other processes used while the quiet runs ran.
+   `--spin-counts` adds a row per `GOMP_SPINCOUNT` value: the trade-off between the quiet cost (idle threads
+   that sleep sooner must be woken more often) and the cost beside the neighbour (threads that spin longer waste
+   the shared cores).
 2. Jobs in one process (`--jobs-config`, default Swin-T on 2 frames) through `ReferDinoPredictor.segment`, as the
    app's workers run them (`app.py --concurrency 2`): 1 job at a time, 2 at once sharing the `ThreadBudget` (half the
    threads each), and 2 at once each with every thread (as before the budget), in jobs/s.
@@ -27,12 +30,19 @@ FRAMES = {"tiny": 8, "swin_t": 4, "swin_b": 4}
 SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "REFERDINO_OPENMP_DEFAULTS")
 
 
-def _environment(remedy: bool) -> dict[str, str]:
-    """This environment without the OpenMP settings, then the package's (remedy) or OpenMP's own (not)."""
+def _environment(remedy: bool | int) -> dict[str, str]:
+    """This environment without the OpenMP settings, then the package's (True), OpenMP's own (False) or
+    this `GOMP_SPINCOUNT` (an int)."""
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
-    if not remedy:
+    if remedy is False:
         env["REFERDINO_OPENMP_DEFAULTS"] = "0"
+    elif remedy is not True:
+        env["GOMP_SPINCOUNT"] = str(remedy)
     return env
+
+
+def _label(remedy: bool | int) -> str:
+    return "with" if remedy is True else "without" if remedy is False else f"spin {remedy}"
 
 
 def neighbour_loop(seconds: float, size: int = 256) -> None:
@@ -65,7 +75,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def model_seconds(config: str, remedy: bool, neighbour: bool) -> tuple[float, float]:
+def model_seconds(config: str, remedy: bool | int, neighbour: bool) -> tuple[float, float]:
     """(model seconds of one `benchmarks.stages` run, CPUs used by other processes meanwhile (quiet runs))."""
     env = _environment(remedy)
     other = None
@@ -87,27 +97,28 @@ def model_seconds(config: str, remedy: bool, neighbour: bool) -> tuple[float, fl
     return run["model_seconds"], background
 
 
-def neighbour_table(configs: list[str], rounds: int) -> None:
+def neighbour_table(configs: list[str], rounds: int, spin_counts: tuple[int, ...] = ()) -> None:
     print(f"\n## Beside a 2-thread PyTorch neighbour on {os.cpu_count()} CPUs (median of {rounds} alternating rounds)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'config':8s} {'remedy':7s} {'quiet s':>8s} {'neighbour s':>11s} {'ratio':>6s} {'background CPUs':>15s}")
+    print(f"{'config':8s} {'remedy':10s} {'quiet s':>8s} {'neighbour s':>11s} {'ratio':>6s} {'quiet cost':>10s} "
+          f"{'background CPUs':>15s}")
+    remedies = (False, True, *spin_counts)
     for config in configs:
-        times: dict[tuple[bool, bool], list[float]] = {}
+        times: dict[tuple[bool | int, bool], list[float]] = {}
         background: list[float] = []
         for _ in range(rounds):
-            for remedy in (False, True):
+            for remedy in remedies:
                 for neighbour in (False, True):
                     seconds, others = model_seconds(config, remedy, neighbour)
                     times.setdefault((remedy, neighbour), []).append(seconds)
                     if not neighbour:
                         background.append(others)
-        quiet = {}
-        for remedy in (False, True):
-            quiet[remedy] = statistics.median(times[remedy, False])
+        without = statistics.median(times[False, False])
+        for remedy in remedies:
+            quiet = statistics.median(times[remedy, False])
             busy = statistics.median(times[remedy, True])
-            print(f"{config:8s} {'with' if remedy else 'without':7s} {quiet[remedy]:8.3f} {busy:11.3f} "
-                  f"{busy / quiet[remedy]:6.2f} {statistics.median(background):15.2f}")
-        print(f"{config:8s} remedy cost when quiet: {quiet[True] / quiet[False] - 1:+.1%}")
+            print(f"{config:8s} {_label(remedy):10s} {quiet:8.3f} {busy:11.3f} {busy / quiet:6.2f} "
+                  f"{quiet / without - 1:+10.1%} {statistics.median(background):15.2f}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -167,6 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="tiny,swin_t")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--spin-counts", default="", help="also these GOMP_SPINCOUNT values, comma-separated")
     parser.add_argument("--no-jobs", action="store_true", help="skip the jobs-in-one-process table")
     parser.add_argument("--jobs-config", default="swin_t", help="the model of the jobs table")
     parser.add_argument("--jobs-frames", type=int, default=2, help="frames per job in the jobs table")
@@ -178,7 +190,7 @@ def main() -> None:
     elif args.jobs:
         print(json.dumps(jobs_throughput(args.jobs, args.jobs_frames)))
     else:
-        neighbour_table(args.configs.split(","), args.rounds)
+        neighbour_table(args.configs.split(","), args.rounds, tuple(int(n) for n in args.spin_counts.split(",") if n))
         if not args.no_jobs:
             jobs_table(args.jobs_config, args.jobs_frames)
 
