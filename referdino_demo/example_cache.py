@@ -1,9 +1,9 @@
 """Results of the app's example clips, computed once per checkpoint and kept on disk, so that a visitor who clicks
 an example sees its result at once instead of waiting for the model.
 
-A result is filed under a key made of everything it depends on: the checkpoint, the clip (name, size and
-modification time), the expressions and the run settings. A missing or damaged file is computed again; a folder
-that cannot be written only means the result is not kept.
+A result is filed under a key made of everything it depends on: the package version (so an upgrade computes the
+examples again), the checkpoint, the clip (name, size and modification time), the expressions and the run settings.
+A missing or damaged file is computed again; a folder that cannot be written only means the result is not kept.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from . import __version__
 from .errors import ReferDinoError
 from .result_files import ResultFileError, load_segmentation, save_segmentation
 from .results import VideoSegmentation
@@ -43,9 +44,9 @@ class ExampleCache:
     def path(self, checkpoint: str, video: str | os.PathLike, expressions: list[str], settings: dict) -> Path:
         """The file of this example's result: named by a hash of everything the result depends on."""
         clip = Path(video).stat()
-        key = json.dumps({"checkpoint": checkpoint, "video": Path(video).name, "size": clip.st_size,
-                          "mtime_ns": clip.st_mtime_ns, "expressions": list(expressions), "settings": settings},
-                         sort_keys=True, default=str)
+        key = json.dumps({"package": __version__, "checkpoint": checkpoint, "video": Path(video).name,
+                          "size": clip.st_size, "mtime_ns": clip.st_mtime_ns, "expressions": list(expressions),
+                          "settings": settings}, sort_keys=True, default=str)
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
 
     def get(self, checkpoint: str, video: str | os.PathLike, expressions: list[str], settings: dict,

@@ -112,7 +112,7 @@ def _axis_corners(coordinate: torch.Tensor, size: torch.Tensor, step: torch.Tens
     index[:, :, 0] = low
     torch.add(index[:, :, 0], 1, out=index[:, :, 1])
     nearest = torch.clamp(index, min=torch.zeros_like(size), max=size - 1)
-    weight.mul_(nearest == index)
+    weight.masked_fill_(nearest != index, 0)  # not mul_ by the mask: casting it is one more pass
     return nearest * step, weight
 
 

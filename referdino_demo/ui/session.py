@@ -49,7 +49,7 @@ class PredictorRegistry:
                  strict: bool = True):
         from ..predictor import ReferDinoPredictor
 
-        self.device, self.vocab = device, vocab
+        self.device, self.vocab, self.strict = device, vocab, strict
         # strict=False (the app's --non-strict) is passed only when set, so test loaders need not take it
         self._options = {} if strict else {"strict": False}
         self._loader = loader or ReferDinoPredictor.from_pretrained
@@ -243,8 +243,8 @@ class Backend:
             return self._compute(video, expressions, selection, frames, options, job, progress)
 
         if cache:
-            segmentation = self.examples.get(options.checkpoint, video, expressions, _cache_key(options, selection),
-                                             compute)
+            segmentation = self.examples.get(options.checkpoint, video, expressions,
+                                             self._cache_key(options, selection), compute)
         else:
             segmentation = compute()
         # source: what exports record, the upload's name (never its folder); frames: decoded again for drawing when
@@ -276,10 +276,17 @@ class Backend:
             try:
                 expressions, selection, frames = self.prepare(video, text, options)
                 with self.job(None) as job:
-                    self.examples.get(options.checkpoint, video, expressions, _cache_key(options, selection),
+                    self.examples.get(options.checkpoint, video, expressions, self._cache_key(options, selection),
                                       lambda: self._compute(video, expressions, selection, frames, options, job, None))
             except Exception as err:  # noqa: BLE001 - a background warm-up must not stop the app
                 log.warning("could not compute the example %s in advance: %s", Path(video).name, err)
+
+    def _cache_key(self, options: RunOptions, selection: FrameSelection) -> dict:
+        """What an example's result depends on besides the package, checkpoint, clip and expressions; a checkpoint
+        loaded leniently (`--non-strict`) may compute differently, so it is another result."""
+        return dict(dtype=options.dtype, query_decay=float(options.query_decay),
+                    num_candidates=int(options.num_candidates), short_side=int(options.short_side),
+                    stride=int(selection.stride), max_frames=selection.max_frames, strict=self.registry.strict)
 
     def _run_model(self, checkpoint: str, dtype: str, video, selection: FrameSelection | None,
                    expressions: list[str], settings: dict, num_frames: int, progress: Callable | None,
@@ -303,12 +310,6 @@ class Backend:
     def _gpu_duration(checkpoint, dtype, video, selection, expressions, settings, num_frames, progress,
                       job_id="") -> int:
         return gpu_seconds(num_frames, len(expressions))
-
-
-def _cache_key(options: RunOptions, selection: FrameSelection) -> dict:
-    """What an example's result depends on besides the checkpoint, clip and expressions."""
-    return dict(dtype=options.dtype, query_decay=float(options.query_decay), num_candidates=int(options.num_candidates),
-                short_side=int(options.short_side), stride=int(selection.stride), max_frames=selection.max_frames)
 
 
 # -- one user's result ------------------------------------------------------------------------------------

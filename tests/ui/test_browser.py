@@ -307,7 +307,6 @@ def known_url(registry, tmp_path_factory):
     from referdino_demo.examples import synthetic_clip
     from referdino_demo.io import write_video
     from referdino_demo.result_files import save_segmentation
-    from referdino_demo.ui.session import _cache_key
 
     folder = tmp_path_factory.mktemp("known")
     config = AppConfig(default_checkpoint="tiny-random", short_side=128, examples_dir=folder / "examples",
@@ -321,7 +320,7 @@ def known_url(registry, tmp_path_factory):
     backend = Backend(config, registry, Workspace(folder / "prepare"))
     expressions, selection, _ = backend.prepare(str(video), config.examples()[0][1], options)
     save_segmentation(known_segmentation(), backend.examples.path("tiny-random", str(video), expressions,
-                                                                  _cache_key(options, selection)))
+                                                                  backend._cache_key(options, selection)))
     demo = build_demo(config, registry, Workspace(folder / "sessions"))
     _, address, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                                         quiet=True, max_file_size=config.max_upload_bytes)

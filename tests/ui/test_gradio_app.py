@@ -515,12 +515,25 @@ def test_non_strict_reaches_the_loader_only_when_asked(monkeypatch):
     assert app.parse_args([]).non_strict
 
 
+def test_a_non_strict_app_keeps_its_example_results_apart(tmp_path):
+    config = dataclasses.replace(CONFIG, examples_dir=tmp_path / "examples", example_cache=tmp_path / "cache")
+    config.examples_dir.mkdir()
+    video = write_video(config.examples_dir / "red_ball.mp4", synthetic_clip("red_ball", 4, KNOWN_SIZE), 8)
+    options = RunOptions("tiny-random", short_side=config.short_side)
+    paths = []
+    for strict in (True, False, True):
+        backend = Backend(config, PredictorRegistry(strict=strict), Workspace(tmp_path / "prepare"))
+        expressions, selection, _ = backend.prepare(str(video), "the red ball", options)
+        paths.append(backend.examples.path("tiny-random", str(video), expressions,
+                                           backend._cache_key(options, selection)))
+    assert paths[0] == paths[2] != paths[1]
+
+
 # -- picking a candidate by clicking the frame ---------------------------------------------------------------------
 def known_example(folder: Path, config: AppConfig, registry) -> Path:
     """Write a 64x96 red_ball clip into `config.examples_dir` and `known_segmentation` into the example cache under
     the key a click on that example with the page's default settings looks up; returns the clip."""
     from referdino_demo.result_files import save_segmentation
-    from referdino_demo.ui.session import _cache_key
 
     video = write_video(Path(config.examples_dir) / "red_ball.mp4", synthetic_clip("red_ball", 4, KNOWN_SIZE), 8)
     options = RunOptions(config.checkpoint_for(config.checkpoint_choice(config.default_checkpoint)),
@@ -531,7 +544,7 @@ def known_example(folder: Path, config: AppConfig, registry) -> Path:
     expressions, selection, _ = backend.prepare(str(video), config.examples()[0][1], options)
     config.example_cache.mkdir(parents=True, exist_ok=True)
     save_segmentation(known_segmentation(), backend.examples.path(options.checkpoint, str(video), expressions,
-                                                                  _cache_key(options, selection)))
+                                                                  backend._cache_key(options, selection)))
     return video
 
 
