@@ -100,16 +100,13 @@ def _axis_corners(coordinate: torch.Tensor, size: torch.Tensor, step: torch.Tens
     the high bilinear corner. A corner outside the map gets weight 0 (zero padding) and the nearest pixel's row.
 
     Each elementwise op is one parallel region on a CPU, which a shared machine makes expensive (an idle thread
-    must be woken for it): results go straight into their halves (out=, in place) rather than through stacks and
-    temporaries; 12 ops instead of 17."""
+    must be woken for it): 13 ops, formerly 17. The rows, which carry no gradient, are written in place."""
     size = size[:, None]
     pixel = coordinate * size - 0.5  # align_corners=False
     low = pixel.floor()
-    weight = pixel.new_empty(pixel.shape[:2] + (2,) + pixel.shape[2:])
-    torch.add(low, 1, out=weight[:, :, 0]).sub_(pixel)
-    torch.sub(pixel, low, out=weight[:, :, 1])
+    weight = torch.stack((low + 1 - pixel, pixel - low), 2)
     index = size.new_empty(weight.shape)
-    index[:, :, 0] = low
+    index[:, :, 0] = low.detach()
     torch.add(index[:, :, 0], 1, out=index[:, :, 1])
     nearest = torch.clamp(index, min=torch.zeros_like(size), max=size - 1)
     weight.masked_fill_(nearest != index, 0)  # not mul_ by the mask: casting it is one more pass
