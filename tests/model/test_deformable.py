@@ -82,3 +82,15 @@ def test_model_uses_the_gather_sampler_and_matches_grid_sample(tiny_model):
 def test_unknown_sampler_is_refused(tiny_model):
     with pytest.raises(KeyError):
         set_deformable_sampler(tiny_model, "cuda-kernel")
+
+
+def test_gradients_match_grid_sample():
+    args = list(inputs(queries=20))
+    grads = []
+    for sampler in (DeformableSampling(), MultiScaleDeformableAttention()):
+        value, locations, weights = (args[i].detach().requires_grad_(True) for i in (0, 4, 5))
+        sampler(value, *args[1:4], locations, weights, args[6]).square().sum().backward()
+        grads.append((value.grad, locations.grad, weights.grad))
+    for ours, reference in zip(*grads):
+        assert ours.abs().max() > 0
+        torch.testing.assert_close(ours, reference, atol=2e-4, rtol=1e-4)
