@@ -53,7 +53,8 @@ def test_a_damaged_file_raises_result_file_error(tmp_path, damage):
         load_segmentation(path)
 
 
-def test_an_example_result_is_computed_once_and_then_read_from_disk(tmp_path):
+def test_an_example_result_is_computed_once_and_then_read_from_disk(tmp_path, monkeypatch):
+    from referdino_demo import example_cache
     from referdino_demo.example_cache import ExampleCache
 
     clip = tmp_path / "clip.mp4"
@@ -71,25 +72,9 @@ def test_an_example_result_is_computed_once_and_then_read_from_disk(tmp_path):
     ExampleCache(tmp_path / "cache").get("other-checkpoint", clip, ["the red ball"], {"short_side": 160}, compute)
     ExampleCache(tmp_path / "cache").get("tiny-random", clip, ["the red ball"], {"short_side": 200}, compute)
     assert len(calls) == 3  # another checkpoint or setting is another result
-
-
-def test_an_upgraded_package_computes_the_examples_again(tmp_path, monkeypatch):
-    from referdino_demo import example_cache
-    from referdino_demo.example_cache import ExampleCache
-
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"stand-in")
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return _segmentation(np.random.default_rng(4))
-
-    ExampleCache(tmp_path / "cache").get("tiny-random", clip, ["a"], {}, compute)
-    ExampleCache(tmp_path / "cache").get("tiny-random", clip, ["a"], {}, compute)
     monkeypatch.setattr(example_cache, "__version__", "99.0")
-    ExampleCache(tmp_path / "cache").get("tiny-random", clip, ["a"], {}, compute)
-    assert len(calls) == 2  # kept across restarts, not across versions
+    ExampleCache(tmp_path / "cache").get("tiny-random", clip, ["the red ball"], {"short_side": 160}, compute)
+    assert len(calls) == 4  # kept across restarts, not across package versions
 
 
 def test_a_damaged_example_result_is_computed_again_and_an_unwritable_cache_still_answers(tmp_path):
