@@ -50,8 +50,6 @@ class PredictorRegistry:
         from ..predictor import ReferDinoPredictor
 
         self.device, self.vocab, self.strict = device, vocab, strict
-        # strict=False (the app's --non-strict) is passed only when set, so test loaders need not take it
-        self._options = {} if strict else {"strict": False}
         self._loader = loader or ReferDinoPredictor.from_pretrained
         self._predictors: dict[tuple[str, str], object] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -84,7 +82,9 @@ class PredictorRegistry:
         """The loader's predictor; a failure is reported as a `ReferDinoError` and nothing is cached, so the next
         request tries again."""
         try:
-            return self._loader(name, device=self.device, vocab=self.vocab, **self._options)
+            # strict=False (the app's --non-strict) is passed only when set, so test loaders need not take it
+            lenient = {} if self.strict else {"strict": False}
+            return self._loader(name, device=self.device, vocab=self.vocab, **lenient)
         except ReferDinoError:
             raise
         except MemoryError:
