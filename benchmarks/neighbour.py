@@ -1,4 +1,5 @@
-"""Shared CPUs: `python -m benchmarks.neighbour [--configs tiny,swin_t] [--rounds 3] [--spin-counts 2000,4000] [--no-jobs]`.
+"""Shared CPUs: `python -m benchmarks.neighbour [--configs tiny,swin_t] [--rounds 3] [--spin-counts 2000,4000]
+[--no-jobs]`.
 
 1. Each config's model time (`benchmarks.stages`) alone ("quiet") and beside a neighbour: another process running a
    2-thread PyTorch loop of small matmuls with OpenMP's defaults, as another user's job would. Without the remedy
@@ -30,19 +31,13 @@ FRAMES = {"tiny": 8, "swin_t": 4, "swin_b": 4}
 SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "REFERDINO_OPENMP_DEFAULTS")
 
 
-def _environment(remedy: bool | int) -> dict[str, str]:
-    """This environment without the OpenMP settings, then the package's (True), OpenMP's own (False) or
-    this `GOMP_SPINCOUNT` (an int)."""
-    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
-    if remedy is False:
-        env["REFERDINO_OPENMP_DEFAULTS"] = "0"
-    elif remedy is not True:
-        env["GOMP_SPINCOUNT"] = str(remedy)
-    return env
+# OpenMP settings over this environment's: the package's remedy, and OpenMP's own defaults (no remedy).
+REMEDY, NO_REMEDY = {}, {"REFERDINO_OPENMP_DEFAULTS": "0"}
 
 
-def _label(remedy: bool | int) -> str:
-    return "with" if remedy is True else "without" if remedy is False else f"spin {remedy}"
+def _environment(settings: dict[str, str]) -> dict[str, str]:
+    """This environment without the OpenMP settings, then `settings` (none: the package's own)."""
+    return {**{k: v for k, v in os.environ.items() if k not in SETTINGS}, **settings}
 
 
 def neighbour_loop(seconds: float, size: int = 256) -> None:
@@ -75,13 +70,14 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def model_seconds(config: str, remedy: bool | int, neighbour: bool) -> tuple[float, float]:
-    """(model seconds of one `benchmarks.stages` run, CPUs used by other processes meanwhile (quiet runs))."""
-    env = _environment(remedy)
+def model_seconds(config: str, settings: dict[str, str], neighbour: bool) -> tuple[float, float]:
+    """(model seconds of one `benchmarks.stages` run under the OpenMP `settings`, CPUs used by other processes
+    meanwhile (quiet runs))."""
+    env = _environment(settings)
     other = None
     if neighbour:
         other = subprocess.Popen([sys.executable, "-m", "benchmarks.neighbour", "--neighbour", "3600"],
-                                 env=_environment(remedy=False))
+                                 env=_environment(NO_REMEDY))
         time.sleep(1.0)  # its threads are up and spinning
     from .common import run_isolated  # here: the neighbour itself needs only torch
 
@@ -102,22 +98,22 @@ def neighbour_table(configs: list[str], rounds: int, spin_counts: tuple[int, ...
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'config':8s} {'remedy':10s} {'quiet s':>8s} {'neighbour s':>11s} {'ratio':>6s} {'quiet cost':>10s} "
           f"{'background CPUs':>15s}")
-    remedies = (False, True, *spin_counts)
+    remedies = {"without": NO_REMEDY, "with": REMEDY, **{f"spin {n}": {"GOMP_SPINCOUNT": str(n)} for n in spin_counts}}
     for config in configs:
-        times: dict[tuple[bool | int, bool], list[float]] = {}
+        times: dict[tuple[str, bool], list[float]] = {}
         background: list[float] = []
         for _ in range(rounds):
-            for remedy in remedies:
+            for label, settings in remedies.items():
                 for neighbour in (False, True):
-                    seconds, others = model_seconds(config, remedy, neighbour)
-                    times.setdefault((remedy, neighbour), []).append(seconds)
+                    seconds, others = model_seconds(config, settings, neighbour)
+                    times.setdefault((label, neighbour), []).append(seconds)
                     if not neighbour:
                         background.append(others)
-        without = statistics.median(times[False, False])
-        for remedy in remedies:
-            quiet = statistics.median(times[remedy, False])
-            busy = statistics.median(times[remedy, True])
-            print(f"{config:8s} {_label(remedy):10s} {quiet:8.3f} {busy:11.3f} {busy / quiet:6.2f} "
+        without = statistics.median(times["without", False])
+        for label in remedies:
+            quiet = statistics.median(times[label, False])
+            busy = statistics.median(times[label, True])
+            print(f"{config:8s} {label:10s} {quiet:8.3f} {busy:11.3f} {busy / quiet:6.2f} "
                   f"{quiet / without - 1:+10.1%} {statistics.median(background):15.2f}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
@@ -163,7 +159,7 @@ def jobs_table(config: str, frames: int) -> None:
     from .common import SHORT_SIDE, run_isolated
 
     run = run_isolated("benchmarks.neighbour", "--jobs", config, "--jobs-frames", str(frames),
-                       env=_environment(remedy=True))
+                       env=_environment(REMEDY))
     one = run["one_at_a_time"]
     print(f"\n## Jobs in one process: {config}, {frames} frames at short side {SHORT_SIDE[config]}, a budget of "
           f"{run['threads']} threads")
