@@ -1,8 +1,8 @@
 """Ours against the code before the CPU work on shared machines, in alternating runs:
 `python -m benchmarks.before_after [--config swin_b] [--frames 4] [--rounds 3]`.
 
-"Before" is `benchmarks.stages` with transformers' Swin forward and torch's linear layers (`--swin transformers
---linears torch`), everything else equal: same random weights, same frames, same threads. The two variants run in
+"Before" is `benchmarks.stages` with transformers' Swin forward, torch's linear layers and no frame streams
+(`--swin transformers --linears torch --streams off`), everything else equal: same random weights, same frames, same threads. The two variants run in
 turns, each in a fresh process, and each cell is the median over `--rounds`, so that load from other work moves
 both alike. Prints seconds per stage and the speed-up (before / ours).
 """

@@ -61,6 +61,8 @@ def matmul_gflops(device: str = "cpu", dtype: torch.dtype = torch.float32, size:
 class FlopCounting(StageHooks):
     """Adds each stage's floating-point operations to `flops[name]` (stage names as `STAGES`)."""
 
+    frame_streams = False  # the counting mode sees the calling thread only
+
     def __init__(self, flops: dict[str, int]):
         super().__init__()
         self.flops = flops
@@ -83,6 +85,8 @@ class TimeSplit(StageHooks):
     `model.deformable.PROFILER_LABEL`) and "total", in seconds added to `split[name]`, from one `torch.profiler` run
     around `profiled()` (CPU). Profiling slows small ops down, so the benchmarks use the parts' shares of "total",
     not their seconds."""
+
+    frame_streams = False  # its stage ranges nest the operations of the calling thread only
 
     def __init__(self, split: dict[str, dict[str, float]]):
         super().__init__()

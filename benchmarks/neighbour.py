@@ -2,13 +2,15 @@
 [--no-jobs]`.
 
 1. Each config's model time (`benchmarks.stages`) alone ("quiet") and beside a neighbour: another process running a
-   2-thread PyTorch loop of small matmuls with OpenMP's defaults, as another user's job would. Without the remedy
-   (`REFERDINO_OPENMP_DEFAULTS=0`: libgomp's long spin-wait) and with it (the package's `GOMP_SPINCOUNT`, see
-   `referdino_demo/threads.py`). Runs alternate, and each cell is the median over `--rounds`, so that a noisy
-   machine moves every column alike. "background CPUs" is what other processes used while the quiet runs ran.
-   `--spin-counts` adds a row per `GOMP_SPINCOUNT` value: the trade-off between the quiet cost (idle threads
-   that sleep sooner must be woken more often) and the cost beside the neighbour (threads that spin longer waste
-   the shared cores).
+   2-thread PyTorch loop of small matmuls with OpenMP's defaults, as another user's job would. Each variant is a set
+   of the package's settings: "plain" runs as plain torch would (OpenMP threads with libgomp's long spin-wait:
+   `REFERDINO_FRAME_STREAMS=0 REFERDINO_OPENMP_DEFAULTS=0`), "ours" with the package's defaults (per-frame stages
+   in frame streams, `referdino_demo/model/streams.py`, and a short spin, `referdino_demo/threads.py`), and each of
+   the two alone. Runs alternate, and each cell is the median over `--rounds`, so that a noisy machine moves every
+   column alike; "quiet cost" is against "plain". "background CPUs" is what other processes used while the quiet
+   runs ran. `--spin-counts` adds a row per `GOMP_SPINCOUNT` value (with streams): the trade-off between the quiet
+   cost (idle threads that sleep sooner must be woken more often) and the cost beside the neighbour (threads that
+   spin longer waste the shared cores).
 2. Jobs in one process (`--jobs-config`, default Swin-T on 2 frames) through `ReferDinoPredictor.segment`, as the
    app's workers run them (`app.py --concurrency 2`): 1 job at a time, 2 at once sharing the `ThreadBudget` (half the
    threads each), and 2 at once each with every thread (as before the budget), in jobs/s.
@@ -28,15 +30,16 @@ from pathlib import Path
 
 # The frames of each config's runs (at `common.SHORT_SIDE`: the tiny model at 160, the others at 360).
 FRAMES = {"tiny": 8, "swin_t": 4, "swin_b": 4}
-SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "REFERDINO_OPENMP_DEFAULTS")
+SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "REFERDINO_OPENMP_DEFAULTS", "REFERDINO_FRAME_STREAMS")
 
-
-# OpenMP settings over this environment's: the package's remedy, and OpenMP's own defaults (no remedy).
-REMEDY, NO_REMEDY = {}, {"REFERDINO_OPENMP_DEFAULTS": "0"}
+# The variants: settings over this environment's (label -> environment overrides).
+PLAIN = {"REFERDINO_FRAME_STREAMS": "0", "REFERDINO_OPENMP_DEFAULTS": "0"}
+VARIANTS = {"plain": PLAIN, "ours": {}, "streams only": {"REFERDINO_OPENMP_DEFAULTS": "0"},
+            "spin only": {"REFERDINO_FRAME_STREAMS": "0"}}
 
 
 def _environment(settings: dict[str, str]) -> dict[str, str]:
-    """This environment without the OpenMP settings, then `settings` (none: the package's own)."""
+    """This environment without the `SETTINGS`, then `settings` (none: the package's own)."""
     return {**{k: v for k, v in os.environ.items() if k not in SETTINGS}, **settings}
 
 
@@ -71,13 +74,13 @@ def _children_cpu() -> float:
 
 
 def model_seconds(config: str, settings: dict[str, str], neighbour: bool) -> tuple[float, float]:
-    """(model seconds of one `benchmarks.stages` run under the OpenMP `settings`, CPUs used by other processes
+    """(model seconds of one `benchmarks.stages` run under `settings`, CPUs used by other processes
     meanwhile (quiet runs))."""
     env = _environment(settings)
     other = None
     if neighbour:
         other = subprocess.Popen([sys.executable, "-m", "benchmarks.neighbour", "--neighbour", "3600"],
-                                 env=_environment(NO_REMEDY))
+                                 env=_environment(PLAIN))
         time.sleep(1.0)  # its threads are up and spinning
     from .common import run_isolated  # here: the neighbour itself needs only torch
 
@@ -96,25 +99,25 @@ def model_seconds(config: str, settings: dict[str, str], neighbour: bool) -> tup
 def neighbour_table(configs: list[str], rounds: int, spin_counts: tuple[int, ...] = ()) -> None:
     print(f"\n## Beside a 2-thread PyTorch neighbour on {os.cpu_count()} CPUs (median of {rounds} alternating rounds)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'config':8s} {'remedy':10s} {'quiet s':>8s} {'neighbour s':>11s} {'ratio':>6s} {'quiet cost':>10s} "
+    print(f"{'config':8s} {'variant':12s} {'quiet s':>8s} {'neighbour s':>11s} {'ratio':>6s} {'quiet cost':>10s} "
           f"{'background CPUs':>15s}")
-    remedies = {"without": NO_REMEDY, "with": REMEDY, **{f"spin {n}": {"GOMP_SPINCOUNT": str(n)} for n in spin_counts}}
+    variants = {**VARIANTS, **{f"spin {n}": {"GOMP_SPINCOUNT": str(n)} for n in spin_counts}}
     for config in configs:
         times: dict[tuple[str, bool], list[float]] = {}
         background: list[float] = []
         for _ in range(rounds):
-            for label, settings in remedies.items():
+            for label, settings in variants.items():
                 for neighbour in (False, True):
                     seconds, others = model_seconds(config, settings, neighbour)
                     times.setdefault((label, neighbour), []).append(seconds)
                     if not neighbour:
                         background.append(others)
-        without = statistics.median(times["without", False])
-        for label in remedies:
+        plain = statistics.median(times["plain", False])
+        for label in variants:
             quiet = statistics.median(times[label, False])
             busy = statistics.median(times[label, True])
-            print(f"{config:8s} {label:10s} {quiet:8.3f} {busy:11.3f} {busy / quiet:6.2f} "
-                  f"{quiet / without - 1:+10.1%} {statistics.median(background):15.2f}")
+            print(f"{config:8s} {label:12s} {quiet:8.3f} {busy:11.3f} {busy / quiet:6.2f} "
+                  f"{quiet / plain - 1:+10.1%} {statistics.median(background):15.2f}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -159,7 +162,7 @@ def jobs_table(config: str, frames: int) -> None:
     from .common import SHORT_SIDE, run_isolated
 
     run = run_isolated("benchmarks.neighbour", "--jobs", config, "--jobs-frames", str(frames),
-                       env=_environment(REMEDY))
+                       env=_environment({}))
     one = run["one_at_a_time"]
     print(f"\n## Jobs in one process: {config}, {frames} frames at short side {SHORT_SIDE[config]}, a budget of "
           f"{run['threads']} threads")

@@ -42,21 +42,23 @@ def stage_table(config: str, frames: int, device: str, dtype: str) -> None:
 
 # Each optimisation that replaces transformers' arithmetic with an equivalent, as `benchmarks.stages` flags.
 OPTIMISATIONS = {"gather sampler": ["--sampler", "grid_sample"], "re-associated fusion": ["--fusion", "transformers"],
-                 "fast Swin": ["--swin", "transformers"], "oneDNN linears": ["--linears", "torch"]}
-BEFORE = [*OPTIMISATIONS["fast Swin"], *OPTIMISATIONS["oneDNN linears"]]  # the code before the CPU work
+                 "fast Swin": ["--swin", "transformers"], "oneDNN linears": ["--linears", "torch"],
+                 "frame streams": ["--streams", "off"]}
+CPU_ONLY = ("oneDNN linears", "frame streams")
+BEFORE = [*OPTIMISATIONS["fast Swin"], *OPTIMISATIONS["oneDNN linears"],  # the code before the CPU work
+          *OPTIMISATIONS["frame streams"]]
 
 
 def optimisation_table(config: str, frames: int, device: str) -> None:
     """Each optimisation alone and all together, against transformers' original layers."""
     args = ["--config", config, "--frames", str(frames), "--device", device, "--no-flops"]
-    # oneDNN linear layers exist on the CPU only: elsewhere that row would repeat "ours"
-    optimisations = {name: flags for name, flags in OPTIMISATIONS.items()
-                     if device == "cpu" or name != "oneDNN linears"}
+    # oneDNN linear layers and frame streams exist on the CPU only: elsewhere their rows would repeat "ours"
+    optimisations = {name: flags for name, flags in OPTIMISATIONS.items() if device == "cpu" or name not in CPU_ONLY}
     ours = run_isolated("benchmarks.stages", *args)
     runs = {f"without {name}": run_isolated("benchmarks.stages", *args, *flags)
             for name, flags in optimisations.items()}
     if device == "cpu":  # the Swin-B goal of the shared-machines issue (1.5x) is against this row
-        runs["before (no fast Swin/oneDNN)"] = run_isolated("benchmarks.stages", *args, *BEFORE)
+        runs["before (no fast Swin/oneDNN/streams)"] = run_isolated("benchmarks.stages", *args, *BEFORE)
     runs["without any"] = run_isolated("benchmarks.stages", *args, *sum(optimisations.values(), []))
     print(f"\n## {config}: optimisations, {frames} frames (ratio = that run's time / ours)")
     print(f"{'':30s} {'backbone s':>10s} {'encoder s':>9s} {'decoder s':>9s} {'mask dec s':>10s} {'frames/s':>9s} "

@@ -21,6 +21,7 @@ from referdino_demo.model.deformable import set_deformable_sampler
 from referdino_demo.model.fusion import set_fusion_attention
 from referdino_demo.model.layers import set_onednn
 from referdino_demo.model.schedule import STAGES, StageHooks, run_schedule
+from referdino_demo.model.streams import set_frame_streams
 from referdino_demo.postprocess import frame_scores, select_query
 from referdino_demo.preprocess.frames import preprocess_frames
 from referdino_demo.results import ExpressionResult
@@ -44,10 +45,11 @@ class _Timing(StageHooks):
 def time_stages(config: str, frames: int, query_decay: float | None, device: str = "cpu",
                 dtype: torch.dtype = torch.float32, chunk_size: int = 8, repeats: int = 1,
                 sampler: str = "gather", fusion: str = "reassociated", flops: bool = True, swin: str = "fast",
-                linears: str = "onednn") -> dict:
+                linears: str = "onednn", streams: str = "on") -> dict:
     model = set_fusion_attention(set_deformable_sampler(build(config, device), sampler), fusion)
     model.backbone.swin_forward = swin
     set_onednn(linears == "onednn")
+    set_frame_streams(streams == "on")
     raw = clip(frames)
     t: dict[str, float] = {}
     autocast = functools.partial(torch.autocast, torch.device(device).type, dtype=dtype,
@@ -93,7 +95,8 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
     per_repeat = {k: v / repeats for k, v in t.items()}
     model_seconds = sum(per_repeat[k] for k in model_stages)
     result = {"config": config, "frames": frames, "query_decay": query_decay, "device": device, "sampler": sampler,
-              "fusion": fusion, "swin": swin, "linears": linears, "threads": torch.get_num_threads(),
+              "fusion": fusion, "swin": swin, "linears": linears,
+              "streams": streams, "threads": torch.get_num_threads(),
               "dtype": str(dtype).removeprefix("torch."), "seconds": per_repeat, "model_seconds": model_seconds,
               "model_fps": frames / model_seconds, "peak_rss_mb": peak_rss_mb(),
               "final_queries": int(logits.shape[1])}
@@ -123,6 +126,7 @@ def main() -> None:
                         help="bi-attention")
     parser.add_argument("--swin", default="fast", choices=("fast", "transformers"), help="Swin forward")
     parser.add_argument("--linears", default="onednn", choices=("onednn", "torch"), help="CPU linear layers")
+    parser.add_argument("--streams", default="on", choices=("on", "off"), help="frame streams on a CPU")
     parser.add_argument("--no-flops", action="store_true", help="skip the operation count and time split (two "
                                                                    "passes less)")
     args = parser.parse_args()
@@ -130,7 +134,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     result = time_stages(args.config, args.frames, args.query_decay, args.device, getattr(torch, args.dtype),
                          args.chunk_size, args.repeats, args.sampler, args.fusion, flops=not args.no_flops,
-                         swin=args.swin, linears=args.linears)
+                         swin=args.swin, linears=args.linears, streams=args.streams)
     if "flops" in result:
         print(f"## {args.config}: {args.frames} frames on {args.device} ({args.dtype}), {result['threads']} threads")
         print(flop_table(result["seconds"], result["flops"], result["matmul_gflops"], args.dtype, result["split"]))

@@ -11,7 +11,8 @@ thread because torch's `set_num_threads` sets the calling thread's OpenMP and MK
 that starts parallel work keeps its own team of workers.
 
 `openmp_defaults` (applied by the package's `__init__`, before torch is imported) keeps idle OpenMP workers from
-spinning for long: see `OPENMP_DEFAULTS`.
+spinning for long: see `OPENMP_DEFAULTS`. A job's per-frame stages run as frame streams that share its threads
+(`model/streams.py`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ from pathlib import Path
 # another busy process holds one of the cores, every small parallel region ends with one thread spinning while its
 # partner waits for a time slice, so a stage of many small ops runs 10-50x slower (`benchmarks.neighbour`).
 # Sleeping at once (OMP_WAIT_POLICY=PASSIVE) removes that, but each region then pays a wake-up: Swin-T 8-15% slower
-# on an idle machine. 1,000 spins (20-50 us on a 2-core VM) bridge the gap between back-to-back regions of one stage
-# and give the core up quickly when another process needs it. Longer spins cost less when idle but more beside a
-# neighbour; on the tiny model, whose regions are many and small, no count met both limits (the README's table,
-# `benchmarks.neighbour --spin-counts`): 1,000 is kept for the shared machines this is for.
+# on an idle machine. The per-frame stages avoid most regions (`model/streams.py`); 1,000 spins (20-50 us on a
+# 2-core VM) keep the rest (text encoder, tracker, temporal decoder) from collapsing beside a neighbour, where
+# streams alone still left the tiny model at 3.9x, and bridge the gap between back-to-back regions when it is quiet.
 # libgomp reads these only when it is loaded (with torch), so they must be set before torch is imported.
 OPENMP_DEFAULTS = {"GOMP_SPINCOUNT": "1000"}
 OPT_OUT = "REFERDINO_OPENMP_DEFAULTS"  # "0": leave OpenMP's own defaults

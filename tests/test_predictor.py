@@ -257,7 +257,8 @@ def test_reduced_precision_path_runs_and_stays_within_bf16_error(predictor, clip
 
 def test_segment_runs_as_one_job_of_the_process_thread_budget(predictor, clip, monkeypatch):
     """Concurrent calls share the CPUs: beside another job of a 2-thread budget the model runs on 1 thread, alone
-    on both, and the caller's thread count is restored afterwards."""
+    on both (per-frame stages as two frame streams of one thread each), and the caller's thread count is restored
+    afterwards."""
     import threading
 
     import torch
@@ -267,9 +268,11 @@ def test_segment_runs_as_one_job_of_the_process_thread_budget(predictor, clip, m
 
     budget = ThreadBudget(2)
     monkeypatch.setattr(predictor_module, "default_budget", lambda: budget)
-    seen = []
-    hook = predictor.model.backbone.register_forward_hook(
-        lambda *args: seen.append((torch.get_num_threads(), budget.running)))
+    seen, backbone = [], []  # (threads, jobs running) in the calling thread; (threads, frames) of each backbone call
+    hooks = [predictor.model.text_encoder.register_forward_hook(
+                 lambda *args: seen.append((torch.get_num_threads(), budget.running))),
+             predictor.model.backbone.register_forward_hook(
+                 lambda module, inputs, output: backbone.append((torch.get_num_threads(), inputs[0].shape[0])))]
     held, release = threading.Event(), threading.Event()
 
     def other_job():
@@ -283,13 +286,15 @@ def test_segment_runs_as_one_job_of_the_process_thread_budget(predictor, clip, m
     try:
         held.wait(60)
         predictor.segment(clip[:2], "the red square", short_side=SHORT)
-        shared = seen[:]
+        shared, shared_backbone = seen[:], backbone[:]
     finally:
         release.set()
         other.join()
     seen.clear()
+    backbone.clear()
     predictor.segment(clip[:2], "the red square", short_side=SHORT)
-    hook.remove()
-    assert shared and set(shared) == {(1, 2)}
-    assert seen and set(seen) == {(2, 1)}
+    for hook in hooks:
+        hook.remove()
+    assert shared == [(1, 2)] and shared_backbone == [(1, 2)]
+    assert seen == [(2, 1)] and backbone == [(1, 1), (1, 1)]
     assert torch.get_num_threads() == before and budget.running == 0

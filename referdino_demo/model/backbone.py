@@ -45,6 +45,15 @@ class VisualFeatures:
     def num_frames(self) -> int:
         return self.stage1.shape[0]
 
+    @classmethod
+    def cat(cls, parts: list["VisualFeatures"]) -> "VisualFeatures":
+        """Consecutive parts of a chunk -> one `VisualFeatures` over all their frames; a single part as it is."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(torch.cat([part.stage1 for part in parts]),
+                   [torch.cat(maps) for maps in zip(*(part.sources for part in parts))],
+                   [torch.cat(maps) for maps in zip(*(part.positions for part in parts))])
+
     def frames(self, start: int, end: int) -> "VisualFeatures":
         """The features of frames [start, end)."""
         return VisualFeatures(self.stage1[start:end], [s[start:end] for s in self.sources],

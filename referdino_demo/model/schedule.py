@@ -7,7 +7,8 @@ explainer and the stage benchmark all run `run_schedule`, and see its progress t
 2. Per expression, over the whole video: `refine` (temporal decoder, class and box heads).
 3. Per chunk: the mask decoder, from the kept mask features or from features computed again (backbone, encoder
    and pixel decoder, no decoder), which needs a second read of the frames.
-Per-frame stages give the same result whatever the chunk size; the tracker and `refine` see every frame.
+Per-frame stages give the same result whatever the chunk size; the tracker and `refine` see every frame. On a
+CPU, each per-frame stage runs on parts of the chunk at once, one frame stream per thread (`streams.FrameStreams`).
 Vocabulary: T frames of the video, t of a chunk, Q final queries, L text tokens, (h, w) model input.
 """
 
@@ -23,6 +24,7 @@ import torch
 from ..errors import VideoReadError
 from .backbone import VisualFeatures
 from .outputs import FrameQueries, Trace, record
+from .streams import FrameStreams
 from .tracker import QueryTracker
 
 if TYPE_CHECKING:
@@ -36,17 +38,27 @@ STAGES = ("backbone", "encoder", "decoder", "tracker", "pixel_decoder", "tempora
 class ChunkStages:
     """Step 1's outputs for one chunk and one expression.
 
-    visual: the chunk's backbone features (shared by the expressions); detected: the decoder's queries in pruning
-    order (hs (t, Q, d), reference (t, Q, 4), text (t, L, d), token_ids (t, Q)); tracked: the same permuted into
-    tracker slots; perm: (t, Q) int64, perm[i, s] = the query of frame i (pruning order) put into slot s;
-    features: (t, d, h/4, w/4) mask features, None unless they are kept.
+    visual_parts: the chunk's backbone features (shared by the expressions), one per frame stream, in frame order;
+    detected: the decoder's queries in pruning order (hs (t, Q, d), reference (t, Q, 4), text (t, L, d), token_ids
+    (t, Q)); tracked: the same permuted into tracker slots; perm: (t, Q) int64, perm[i, s] = the query of frame i
+    (pruning order) put into slot s; feature_parts: (t_i, d, h/4, w/4) mask features per stream, None unless kept.
     """
 
-    visual: VisualFeatures
+    visual_parts: list[VisualFeatures]
     detected: FrameQueries
     tracked: FrameQueries
     perm: torch.Tensor
-    features: torch.Tensor | None
+    feature_parts: list[torch.Tensor] | None
+
+    @property
+    def visual(self) -> VisualFeatures:
+        """The backbone features of the whole chunk."""
+        return VisualFeatures.cat(self.visual_parts)
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        """The mask features of the whole chunk, (t, d, h/4, w/4), if kept."""
+        return None if self.feature_parts is None else _joined(self.feature_parts)
 
 
 @dataclass
@@ -72,6 +84,10 @@ class StageHooks:
     trace: handed to the model's stages of steps 1-3 (not to recomputed features, which would record twice); one
     expression per traced run.
     """
+
+    # False keeps every stage in the calling thread (no `FrameStreams`), as hooks that watch that thread need (a
+    # torch dispatch mode, the profiler); a trace does too.
+    frame_streams = True
 
     def __init__(self, trace: Trace | None = None):
         self.trace = trace
@@ -115,12 +131,15 @@ def run_schedule(model: ReferDinoModel, chunks: Callable[[], Iterator[torch.Tens
     autocast: a context for the model calls (reduced precision). -> one `VideoQueries` per expression.
     """
     hooks = hooks or StageHooks()
+    allowed = hooks.frame_streams and hooks.trace is None
     trackers = [QueryTracker(model.config.tracking_alpha) for _ in texts]
     tracked: list[list[FrameQueries]] = [[] for _ in texts]
-    kept, end = [], 0  # kept: per chunk, the mask features of each expression
+    kept, end = [], 0  # kept: per chunk, the mask feature parts of each expression
     for pixels in chunks():
+        streams = FrameStreams.for_device(model.device, allowed)  # per chunk: the thread budget may change
         with autocast():
-            kept.append(_detect_chunk(model, pixels, texts, trackers, tracked, query_decay, keep_features, hooks))
+            kept.append(_detect_chunk(model, streams.split(pixels), texts, trackers, tracked, query_decay,
+                                      keep_features, hooks, streams))
         end += pixels.shape[0]
         hooks.frames_detected(end)
     if end == 0:
@@ -136,34 +155,33 @@ def run_schedule(model: ReferDinoModel, chunks: Callable[[], Iterator[torch.Tens
 
     start = 0
     for chunk in (kept if keep_features else chunks()):
+        streams = FrameStreams.for_device(model.device, allowed)
         with autocast():
-            features = chunk if keep_features else _features_again(model, chunk, texts, hooks)
+            features = chunk if keep_features else _features_again(model, streams.split(chunk), texts, hooks, streams)
             for index, (text, video) in enumerate(zip(texts, videos)):
-                end = start + features[index].shape[0]
-                part = slice(start, end)
                 with hooks.stage("mask_decoder"):
-                    masks = model.decode_masks(video.queries[part], video.tracked.reference[part],
-                                               video.tracked.text[part], text.mask, features[index], hooks.trace)
+                    masks = _decode_masks(model, video, text.mask, features[index], start, streams, hooks.trace)
                 hooks.chunk_masks(index, start, masks)
-        start = end
-        hooks.frames_decoded(end)
+        start += masks.shape[0]
+        hooks.frames_decoded(start)
     return videos
 
 
-def _detect_chunk(model: ReferDinoModel, pixels: torch.Tensor, texts: Sequence[TextFeatures],
+def _detect_chunk(model: ReferDinoModel, pixels: list[torch.Tensor], texts: Sequence[TextFeatures],
                   trackers: list[QueryTracker], tracked: list[list[FrameQueries]], query_decay: float | None,
-                  keep_features: bool, hooks: StageHooks) -> list[torch.Tensor]:
-    """Step 1 on pixels (t, 3, h, w): appends each expression's tracked chunk to `tracked`; -> the kept mask
-    features of each expression (empty unless `keep_features`)."""
+                  keep_features: bool, hooks: StageHooks, streams: FrameStreams) -> list[list[torch.Tensor]]:
+    """Step 1 on a chunk's pixels, split into parts (t_i, 3, h, w) run as `streams`: appends each expression's
+    tracked chunk to `tracked`; -> the kept mask feature parts of each expression (empty unless `keep_features`)."""
     trace = hooks.trace
     with hooks.stage("backbone"):
-        visual = model.backbone(pixels, trace)
+        visual = streams.map(lambda part: model.backbone(part, trace), pixels)
     kept = []
     for index, text in enumerate(texts):
         with hooks.stage("encoder"):
-            encoder = model.encode(visual, text, trace)
+            encoders = streams.map(lambda part: model.encode(part, text, trace), visual)
         with hooks.stage("decoder"):
-            detected = model.decode_queries(encoder, text, trace, query_decay)
+            detected = FrameQueries.cat(streams.map(
+                lambda encoder: model.decode_queries(encoder, text, trace, query_decay), encoders))
         with hooks.stage("tracker"):
             chunk, perm = trackers[index](detected, text.mask)
         tracked[index].append(chunk)
@@ -173,21 +191,45 @@ def _detect_chunk(model: ReferDinoModel, pixels: torch.Tensor, texts: Sequence[T
         features = None
         if keep_features:
             with hooks.stage("pixel_decoder"):
-                features = model.mask_features(encoder, visual.stage1)
+                features = streams.map(lambda encoder, part: model.mask_features(encoder, part.stage1),
+                                       encoders, visual)
             kept.append(features)
         hooks.chunk_detected(index, ChunkStages(visual, detected, chunk, perm, features))
     return kept
 
 
-def _features_again(model: ReferDinoModel, pixels: torch.Tensor, texts: Sequence[TextFeatures],
-                    hooks: StageHooks) -> list[torch.Tensor]:
-    """The mask features of each expression for pixels (t, 3, h, w), without the decoder (no trace)."""
+def _features_again(model: ReferDinoModel, pixels: list[torch.Tensor], texts: Sequence[TextFeatures],
+                    hooks: StageHooks, streams: FrameStreams) -> list[list[torch.Tensor]]:
+    """The mask feature parts of each expression for a chunk's pixel parts (t_i, 3, h, w), without the decoder (no
+    trace)."""
     with hooks.stage("backbone"):
-        visual = model.backbone(pixels)
+        visual = streams.map(model.backbone, pixels)
     features = []
     for text in texts:
         with hooks.stage("encoder"):
-            encoder = model.encode(visual, text)
+            encoders = streams.map(lambda part: model.encode(part, text), visual)
         with hooks.stage("pixel_decoder"):
-            features.append(model.mask_features(encoder, visual.stage1))
+            features.append(streams.map(lambda encoder, part: model.mask_features(encoder, part.stage1),
+                                        encoders, visual))
     return features
+
+
+def _decode_masks(model: ReferDinoModel, video: VideoQueries, text_mask: torch.Tensor, features: list[torch.Tensor],
+                  start: int, streams: FrameStreams, trace: Trace | None) -> torch.Tensor:
+    """Mask logits (t, Q, h/4, w/4) of frames start .. start + t - 1, from their mask feature parts (t_i, d, h/4,
+    w/4), each part in its own stream."""
+    starts = [start]
+    for part in features[:-1]:
+        starts.append(starts[-1] + part.shape[0])
+
+    def decode(first: int, part: torch.Tensor) -> torch.Tensor:
+        frames = slice(first, first + part.shape[0])
+        return model.decode_masks(video.queries[frames], video.tracked.reference[frames], video.tracked.text[frames],
+                                  text_mask, part, trace)
+
+    return _joined(streams.map(decode, starts, features))
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The parts of a chunk (t_i, ...) as one tensor (t, ...); a single part as it is."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
