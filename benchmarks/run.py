@@ -61,11 +61,11 @@ def optimisation_table(config: str, frames: int, device: str) -> None:
         runs["before (no fast Swin/oneDNN/streams)"] = run_isolated("benchmarks.stages", *args, *BEFORE)
     runs["without any"] = run_isolated("benchmarks.stages", *args, *sum(optimisations.values(), []))
     print(f"\n## {config}: optimisations, {frames} frames (ratio = that run's time / ours)")
-    print(f"{'':30s} {'backbone s':>10s} {'encoder s':>9s} {'decoder s':>9s} {'mask dec s':>10s} {'frames/s':>9s} "
+    print(f"{'':36s} {'backbone s':>10s} {'encoder s':>9s} {'decoder s':>9s} {'mask dec s':>10s} {'frames/s':>9s} "
           f"{'ratio':>6s} {'peak MiB':>8s}")
     for name, run in {"ours": ours, **runs}.items():
         seconds = run["seconds"]
-        print(f"{name:30s} {seconds['backbone']:10.3f} {seconds['encoder']:9.3f} {seconds['decoder']:9.3f} "
+        print(f"{name:36s} {seconds['backbone']:10.3f} {seconds['encoder']:9.3f} {seconds['decoder']:9.3f} "
               f"{seconds['mask_decoder']:10.3f} "
               f"{run['model_fps']:9.3f} {ours['model_fps'] / run['model_fps']:6.2f} {run['peak_rss_mb']:8.0f}")
 
