@@ -222,11 +222,11 @@ class ReferDinoPredictor:
         truncated = [text.truncated or len(e) >= MAX_EXPRESSION_CHARS for e, text in zip(expressions, texts)]
         total = len(frames)
         source = _PixelSource(FrameCache(frames, plan.frame_cache_mb), short_side, chunk_size, self.device)
-        with self._threads() as refresh:
+        with self._threads() as (refresh, streams):
             hooks = _SegmentHooks(progress, total, num_candidates, multi_target, refresh)
             videos = run_schedule(self.model, source, [self.model.encode_text(text) for text in texts],
                                   query_decay=query_decay, keep_features=plan.keep_features,
-                                  autocast=self._autocast, hooks=hooks)
+                                  autocast=self._autocast, hooks=hooks, streams=streams)
         notes = [frames.info.summary()] if frames.info.subsampled else []
         notes += [self.partial_load] if self.partial_load else []
         if len(source.decoded) < total:  # corrupt packets: the result has the frames that were really decoded
@@ -276,15 +276,18 @@ class ReferDinoPredictor:
                                   f"short side (now {short_side}; the official size is {DEFAULT_SHORT_SIDE})")
 
     @contextlib.contextmanager
-    def _threads(self) -> Iterator[Callable[[], object]]:
+    def _threads(self) -> Iterator[tuple[Callable[[], object], int | None]]:
         """On a CPU, run the body as one job of the process's `ThreadBudget` (concurrent `segment` calls share the
         CPUs instead of each starting a thread per core) and yield the job's `refresh`, for the hooks to follow
-        later arrivals and departures between chunks; elsewhere a no-op."""
+        later arrivals and departures between chunks, and the frame streams: one per CPU of the budget, whatever
+        the job's share. Stream threads do not spin, so two jobs' streams over-subscribing 2 cores gave 1.1x the
+        throughput of one stream each, whose cores idle whenever their job waits (`benchmarks.neighbour`'s jobs
+        table). Elsewhere a no-op."""
         if self.device.type != "cpu":
-            yield lambda: None
+            yield (lambda: None), None
             return
         with default_budget().job() as job:
-            yield job.refresh
+            yield job.refresh, job.budget.total
 
     def _autocast(self):
         enabled = self.dtype != torch.float32

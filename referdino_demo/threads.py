@@ -11,8 +11,8 @@ thread because torch's `set_num_threads` sets the calling thread's OpenMP and MK
 that starts parallel work keeps its own team of workers.
 
 `openmp_defaults` (applied by the package's `__init__`, before torch is imported) keeps idle OpenMP workers from
-spinning for long: see `OPENMP_DEFAULTS`. A job's per-frame stages run as frame streams that share its threads
-(`model/streams.py`).
+spinning for long: see `OPENMP_DEFAULTS`. A job's per-frame stages run as frame streams, one per CPU of the budget,
+that share the job's threads (`model/streams.py`).
 """
 
 from __future__ import annotations

@@ -121,14 +121,16 @@ class StageHooks:
 def run_schedule(model: ReferDinoModel, chunks: Callable[[], Iterator[torch.Tensor]], texts: Sequence[TextFeatures],
                  *, query_decay: float | None = None, keep_features: bool = True,
                  autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                 hooks: StageHooks | None = None) -> list[VideoQueries]:
+                 hooks: StageHooks | None = None, streams: int | None = None) -> list[VideoQueries]:
     """Run every stage of `model` over a video for each expression; the mask logits go to `hooks.chunk_masks`.
 
     chunks: returns an iterator over the video's normalised pixels, (t, 3, h, w) chunks on the model's device, in
     order; called once, and again only when `keep_features` is False. texts: `model.encode_text` of each
     expression. query_decay overrides the pruning keep ratio. keep_features: keep every chunk's mask features
     from step 1 (memory) rather than compute them again in step 3 (time); both give the same masks.
-    autocast: a context for the model calls (reduced precision). -> one `VideoQueries` per expression.
+    autocast: a context for the model calls (reduced precision). streams: the frame streams on a CPU
+    (`streams.FrameStreams`), sharing the calling thread's torch threads; default one per thread.
+    -> one `VideoQueries` per expression.
     """
     hooks = hooks or StageHooks()
     allowed = hooks.frame_streams and hooks.trace is None
@@ -136,10 +138,10 @@ def run_schedule(model: ReferDinoModel, chunks: Callable[[], Iterator[torch.Tens
     tracked: list[list[FrameQueries]] = [[] for _ in texts]
     kept, end = [], 0  # kept: per chunk, the mask feature parts of each expression
     for pixels in chunks():
-        streams = FrameStreams.for_device(model.device, allowed)  # per chunk: the thread budget may change
+        parallel = FrameStreams.for_device(model.device, allowed, streams)  # per chunk: the thread budget may change
         with autocast():
-            kept.append(_detect_chunk(model, streams.split(pixels), texts, trackers, tracked, query_decay,
-                                      keep_features, hooks, streams))
+            kept.append(_detect_chunk(model, parallel.split(pixels), texts, trackers, tracked, query_decay,
+                                      keep_features, hooks, parallel))
         end += pixels.shape[0]
         hooks.frames_detected(end)
     if end == 0:
@@ -155,12 +157,13 @@ def run_schedule(model: ReferDinoModel, chunks: Callable[[], Iterator[torch.Tens
 
     start = 0
     for chunk in (kept if keep_features else chunks()):
-        streams = FrameStreams.for_device(model.device, allowed)
+        parallel = FrameStreams.for_device(model.device, allowed, streams)
         with autocast():
-            features = chunk if keep_features else _features_again(model, streams.split(chunk), texts, hooks, streams)
+            features = (chunk if keep_features
+                        else _features_again(model, parallel.split(chunk), texts, hooks, parallel))
             for index, (text, video) in enumerate(zip(texts, videos)):
                 with hooks.stage("mask_decoder"):
-                    masks = _decode_masks(model, video, text.mask, features[index], start, streams, hooks.trace)
+                    masks = _decode_masks(model, video, text.mask, features[index], start, parallel, hooks.trace)
                 hooks.chunk_masks(index, start, masks)
         start += masks.shape[0]
         hooks.frames_decoded(start)

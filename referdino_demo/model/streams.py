@@ -8,9 +8,9 @@ parts of consecutive frames that run side by side, each in a thread of its own w
 thread waits for another inside a stage, and torch releases the GIL inside its operations. `benchmarks.neighbour`
 compares both.
 
-`FrameStreams(threads)` splits into at most `min(threads, MAX_STREAMS)` parts (each stream gets its share of the
-threads); one part runs in the calling thread as it is, so on a GPU, with one thread, or for a one-frame chunk,
-nothing changes.
+`FrameStreams(threads, count)` splits into at most `min(count, MAX_STREAMS)` parts, one stream each (count: by
+default one per thread), and each stream gets its share of the threads, at least 1. One part runs in the calling
+thread as it is, so on a GPU, with one stream, or for a one-frame chunk, nothing changes.
 """
 
 from __future__ import annotations
@@ -47,23 +47,27 @@ class FrameStreams:
     """Splits chunks of frames into parts and runs a function on the parts at once.
 
     threads: the torch threads the work may use, shared among the parts' threads (the first `threads % parts`
-    get one more); 1 runs every part in the calling thread, one after the other.
+    get one more), at least 1 each. count: the streams, by default one per thread; 1 runs every part in the
+    calling thread, one after the other. More streams than threads over-subscribe the CPUs, which stream threads
+    afford: they do not spin while they wait.
     """
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, count: int | None = None):
         self.threads = max(1, threads)
+        self.count = max(1, self.threads if count is None else count)
 
     @classmethod
-    def for_device(cls, device: torch.device, allowed: bool = True) -> "FrameStreams":
-        """Streams over the calling thread's torch threads on a CPU (if `allowed` and not switched off by
-        `set_frame_streams`); a single stream elsewhere."""
-        on_cpu = torch.device(device).type == "cpu"
-        return cls(torch.get_num_threads() if on_cpu and allowed and _enabled else 1)
+    def for_device(cls, device: torch.device, allowed: bool = True, count: int | None = None) -> "FrameStreams":
+        """`count` streams (default: one per torch thread of the calling thread) over the calling thread's torch
+        threads on a CPU, if `allowed` and not switched off by `set_frame_streams`; a single stream elsewhere."""
+        if torch.device(device).type != "cpu" or not (allowed and _enabled):
+            return cls(1)
+        return cls(torch.get_num_threads(), count)
 
     def split(self, frames: torch.Tensor) -> list[torch.Tensor]:
-        """frames (t, ...) -> views of at most `min(threads, MAX_STREAMS, t)` consecutive parts, of sizes that
+        """frames (t, ...) -> views of at most `min(count, MAX_STREAMS, t)` consecutive parts, of sizes that
         differ by at most one (larger first)."""
-        count = max(1, min(self.threads, MAX_STREAMS, frames.shape[0]))
+        count = max(1, min(self.count, MAX_STREAMS, frames.shape[0]))
         base, extra = divmod(frames.shape[0], count)
         return list(torch.split(frames, [base + (index < extra) for index in range(count)]))
 
@@ -72,7 +76,7 @@ class FrameStreams:
         calling thread) with its share of the torch threads, and the calling thread's grad, inference and CPU
         autocast modes (thread-local in torch). Waits for every call; then raises the first call's error, if any."""
         calls = list(zip(*parts))
-        if len(calls) == 1 or self.threads == 1:
+        if len(calls) == 1 or self.count == 1:
             return [function(*args) for args in calls]
         modes = _Modes.of_calling_thread()
         base, extra = divmod(self.threads, len(calls))

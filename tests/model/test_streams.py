@@ -49,7 +49,19 @@ def test_calls_run_at_once_each_with_its_share_of_the_threads(torch_threads):
     assert torch.get_num_threads() == 3  # the calling thread's count is restored
 
 
-def test_one_thread_runs_every_call_in_the_calling_thread():
+def test_more_streams_than_threads_still_run_at_once_with_a_thread_each():
+    meeting = threading.Barrier(2, timeout=10)
+
+    def call(_):
+        meeting.wait()
+        return torch.get_num_threads()
+
+    streams = FrameStreams(1, count=2)
+    assert [part.shape[0] for part in streams.split(torch.zeros(5))] == [3, 2]
+    assert streams.map(call, range(2)) == [1, 1]
+
+
+def test_one_stream_runs_every_call_in_the_calling_thread():
     caller = threading.get_ident()
     results = FrameStreams(1).map(lambda a, b: (a + b, threading.get_ident()), [1, 2], [10, 20])
     assert results == [(11, caller), (22, caller)]
@@ -96,12 +108,15 @@ def test_every_call_finishes_before_the_first_error_is_raised():
 
 def test_streams_follow_the_device_the_switch_and_the_caller(torch_threads):
     torch_threads(2)
-    assert FrameStreams.for_device(torch.device("cpu")).threads == 2
-    assert FrameStreams.for_device(torch.device("meta")).threads == 1
-    assert FrameStreams.for_device(torch.device("cpu"), allowed=False).threads == 1
+    def streams(device="cpu", **options):
+        made = FrameStreams.for_device(torch.device(device), **options)
+        return made.threads, made.count
+
+    assert streams() == (2, 2) and streams(count=3) == (2, 3)
+    assert streams("meta", count=3) == streams(allowed=False, count=3) == (1, 1)
     set_frame_streams(False)
     try:
-        assert FrameStreams.for_device(torch.device("cpu")).threads == 1
+        assert streams(count=3) == (1, 1)
     finally:
         set_frame_streams(True)
 
