@@ -1,5 +1,5 @@
 """Shared CPUs: `python -m benchmarks.neighbour [--configs tiny,swin_t] [--rounds 3] [--spin-counts 2000,4000]
-[--no-jobs]`.
+[--api] [--no-jobs]`.
 
 1. Each config's model time (`benchmarks.stages`) alone ("quiet") and beside a neighbour: another process running a
    2-thread PyTorch loop of small matmuls with OpenMP's defaults, as another user's job would. Each variant is a set
@@ -10,7 +10,8 @@
    column alike; "quiet cost" is against "plain". "background CPUs" is what other processes used while the quiet
    runs ran. `--spin-counts` adds a row per `GOMP_SPINCOUNT` value (with streams): the trade-off between the quiet
    cost (idle threads that sleep sooner must be woken more often) and the cost beside the neighbour (threads that
-   spin longer waste the shared cores).
+   spin longer waste the shared cores). `--api` times the public API end to end instead
+   (`ReferDinoPredictor.segment`, what the CLI and the app call; median of 3 calls after a warm-up per process).
 2. Jobs in one process (`--jobs-config`, default Swin-T on 2 frames) through `ReferDinoPredictor.segment`, as the
    app's workers run them (`app.py --concurrency 2`): 1 job at a time, 2 at once sharing the `ThreadBudget` (half the
    threads each), and 2 at once each with every thread (as before the budget), in jobs/s.
@@ -73,9 +74,9 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def model_seconds(config: str, settings: dict[str, str], neighbour: bool) -> tuple[float, float]:
-    """(model seconds of one `benchmarks.stages` run under `settings`, CPUs used by other processes
-    meanwhile (quiet runs))."""
+def model_seconds(config: str, settings: dict[str, str], neighbour: bool, api: bool = False) -> tuple[float, float]:
+    """(model seconds of one `benchmarks.stages` run under `settings`, or with `api` the seconds of one
+    `ReferDinoPredictor.segment` call end to end; CPUs used by other processes meanwhile (quiet runs))."""
     env = _environment(settings)
     other = None
     if neighbour:
@@ -86,8 +87,9 @@ def model_seconds(config: str, settings: dict[str, str], neighbour: bool) -> tup
 
     busy, children, start = _cpu_busy()[0], _children_cpu(), time.monotonic()
     try:
-        run = run_isolated("benchmarks.stages", "--config", config, "--frames", str(FRAMES[config]), "--no-flops",
-                           env=env)
+        run = (run_isolated("benchmarks.neighbour", "--segment", config, env=env) if api else
+               run_isolated("benchmarks.stages", "--config", config, "--frames", str(FRAMES[config]), "--no-flops",
+                            env=env))
     finally:
         if other is not None:
             other.kill()
@@ -96,8 +98,34 @@ def model_seconds(config: str, settings: dict[str, str], neighbour: bool) -> tup
     return run["model_seconds"], background
 
 
-def neighbour_table(configs: list[str], rounds: int, spin_counts: tuple[int, ...] = ()) -> None:
-    print(f"\n## Beside a 2-thread PyTorch neighbour on {os.cpu_count()} CPUs (median of {rounds} alternating rounds)")
+def segment_call(config: str, frames: int):
+    """A function that runs one `ReferDinoPredictor.segment` call (the public API end to end: preprocessing, model,
+    scores, masks) of `config`, random weights, on `frames` frames."""
+    from referdino_demo.predictor import ReferDinoPredictor
+    from referdino_demo.preprocess.text import synthetic_tokenizer
+
+    from .common import SHORT_SIDE, build, clip
+
+    segmenter = ReferDinoPredictor(build(config), synthetic_tokenizer(), device="cpu")
+    video = clip(frames)
+    return lambda: segmenter.segment(video, "the red ball moving to the left", short_side=SHORT_SIDE[config])
+
+
+def segment_seconds(config: str, repeats: int = 3) -> dict:
+    """{"model_seconds": the median seconds of `repeats` `segment_call`s on the config's frames, after a warm-up}."""
+    call = segment_call(config, FRAMES[config])
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return {"model_seconds": statistics.median(times[1:])}
+
+
+def neighbour_table(configs: list[str], rounds: int, spin_counts: tuple[int, ...] = (), api: bool = False) -> None:
+    measured = "`ReferDinoPredictor.segment` seconds" if api else "model seconds"
+    print(f"\n## {measured} beside a 2-thread PyTorch neighbour on {os.cpu_count()} CPUs (median of {rounds} "
+          f"alternating rounds)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'config':8s} {'variant':12s} {'quiet s':>8s} {'neighbour s':>11s} {'ratio':>6s} {'quiet cost':>10s} "
           f"{'background CPUs':>15s}")
@@ -108,7 +136,7 @@ def neighbour_table(configs: list[str], rounds: int, spin_counts: tuple[int, ...
         for _ in range(rounds):
             for label, settings in variants.items():
                 for neighbour in (False, True):
-                    seconds, others = model_seconds(config, settings, neighbour)
+                    seconds, others = model_seconds(config, settings, neighbour, api)
                     times.setdefault((label, neighbour), []).append(seconds)
                     if not neighbour:
                         background.append(others)
@@ -129,19 +157,15 @@ def jobs_throughput(config: str, frames: int, jobs: int = 4) -> dict:
     from unittest import mock
 
     from referdino_demo import predictor as predictor_module
-    from referdino_demo.preprocess.text import synthetic_tokenizer
     from referdino_demo.threads import ThreadBudget
 
-    from .common import SHORT_SIDE, build, clip
-
-    segmenter = predictor_module.ReferDinoPredictor(build(config), synthetic_tokenizer(), device="cpu")
-    video = clip(frames)
+    call = segment_call(config, frames)
     budget = predictor_module.default_budget()
 
     def run(parallel: int, shared: bool) -> float:
         def worker(count: int) -> None:
             for _ in range(count):
-                segmenter.segment(video, "the red ball moving to the left", short_side=SHORT_SIDE[config])
+                call()
 
         threads = [threading.Thread(target=worker, args=(jobs // parallel,)) for _ in range(parallel)]
         unshared = mock.patch.object(ThreadBudget, "share_of", lambda self, job: self.total)
@@ -178,18 +202,24 @@ def main() -> None:
     parser.add_argument("--configs", default="tiny,swin_t")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--spin-counts", default="", help="also these GOMP_SPINCOUNT values, comma-separated")
+    parser.add_argument("--api", action="store_true", help="time the public API end to end "
+                                                           "(`ReferDinoPredictor.segment`) instead of the model stages")
     parser.add_argument("--no-jobs", action="store_true", help="skip the jobs-in-one-process table")
     parser.add_argument("--jobs-config", default="swin_t", help="the model of the jobs table")
     parser.add_argument("--jobs-frames", type=int, default=2, help="frames per job in the jobs table")
     parser.add_argument("--neighbour", type=float, help=argparse.SUPPRESS)  # be the neighbour for this many seconds
     parser.add_argument("--jobs", help=argparse.SUPPRESS)  # the jobs measurement of this config, here
+    parser.add_argument("--segment", help=argparse.SUPPRESS)  # `segment_seconds` of this config, here
     args = parser.parse_args()
     if args.neighbour:
         neighbour_loop(args.neighbour)
     elif args.jobs:
         print(json.dumps(jobs_throughput(args.jobs, args.jobs_frames)))
+    elif args.segment:
+        print(json.dumps(segment_seconds(args.segment)))
     else:
-        neighbour_table(args.configs.split(","), args.rounds, tuple(int(n) for n in args.spin_counts.split(",") if n))
+        neighbour_table(args.configs.split(","), args.rounds, tuple(int(n) for n in args.spin_counts.split(",") if n),
+                        args.api)
         if not args.no_jobs:
             jobs_table(args.jobs_config, args.jobs_frames)
 
