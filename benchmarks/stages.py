@@ -95,8 +95,8 @@ def time_stages(config: str, frames: int, query_decay: float | None, device: str
     per_repeat = {k: v / repeats for k, v in t.items()}
     model_seconds = sum(per_repeat[k] for k in model_stages)
     result = {"config": config, "frames": frames, "query_decay": query_decay, "device": device, "sampler": sampler,
-              "fusion": fusion, "swin": swin, "linears": linears,
-              "streams": streams, "threads": torch.get_num_threads(),
+              "fusion": fusion, "swin": swin, "linears": linears, "streams": streams,
+              "threads": torch.get_num_threads(),
               "dtype": str(dtype).removeprefix("torch."), "seconds": per_repeat, "model_seconds": model_seconds,
               "model_fps": frames / model_seconds, "peak_rss_mb": peak_rss_mb(),
               "final_queries": int(logits.shape[1])}

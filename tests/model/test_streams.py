@@ -108,6 +108,7 @@ def test_every_call_finishes_before_the_first_error_is_raised():
 
 def test_streams_follow_the_device_the_switch_and_the_caller(torch_threads):
     torch_threads(2)
+
     def streams(device="cpu", **options):
         made = FrameStreams.for_device(torch.device(device), **options)
         return made.threads, made.count
