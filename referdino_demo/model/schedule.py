@@ -15,6 +15,7 @@ Vocabulary: T frames of the video, t of a chunk, Q final queries, L text tokens,
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from .streams import FrameStreams
 from .tracker import QueryTracker
 
 if TYPE_CHECKING:
+    from .encoder import EncoderOutput
     from .modeling import ReferDinoModel, TextFeatures
 
 # The names `StageHooks.stage` is called with, in schedule order.
@@ -194,8 +196,7 @@ def _detect_chunk(model: ReferDinoModel, pixels: list[torch.Tensor], texts: Sequ
         features = None
         if keep_features:
             with hooks.stage("pixel_decoder"):
-                features = streams.map(lambda encoder, part: model.mask_features(encoder, part.stage1),
-                                       encoders, visual)
+                features = _mask_feature_parts(model, encoders, visual, streams)
             kept.append(features)
         hooks.chunk_detected(index, ChunkStages(visual, detected, chunk, perm, features))
     return kept
@@ -212,18 +213,21 @@ def _features_again(model: ReferDinoModel, pixels: list[torch.Tensor], texts: Se
         with hooks.stage("encoder"):
             encoders = streams.map(lambda part: model.encode(part, text), visual)
         with hooks.stage("pixel_decoder"):
-            features.append(streams.map(lambda encoder, part: model.mask_features(encoder, part.stage1),
-                                        encoders, visual))
+            features.append(_mask_feature_parts(model, encoders, visual, streams))
     return features
+
+
+def _mask_feature_parts(model: ReferDinoModel, encoders: list[EncoderOutput], visual: list[VisualFeatures],
+                        streams: FrameStreams) -> list[torch.Tensor]:
+    """The stride-4 mask features (t_i, d, h/4, w/4) of each part, from its encoder output and backbone features."""
+    return streams.map(lambda encoder, part: model.mask_features(encoder, part.stage1), encoders, visual)
 
 
 def _decode_masks(model: ReferDinoModel, video: VideoQueries, text_mask: torch.Tensor, features: list[torch.Tensor],
                   start: int, streams: FrameStreams, trace: Trace | None) -> torch.Tensor:
     """Mask logits (t, Q, h/4, w/4) of frames start .. start + t - 1, from their mask feature parts (t_i, d, h/4,
     w/4), each part in its own stream."""
-    starts = [start]
-    for part in features[:-1]:
-        starts.append(starts[-1] + part.shape[0])
+    starts = itertools.accumulate((part.shape[0] for part in features[:-1]), initial=start)
 
     def decode(first: int, part: torch.Tensor) -> torch.Tensor:
         frames = slice(first, first + part.shape[0])
